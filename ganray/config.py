@@ -1,0 +1,319 @@
+"""Typed configuration for ganray runs.
+
+One nested dataclass per concern (model, data, optim, schedule, train, metrics,
+storage). Configs load from YAML files or from presets shipped in
+``ganray/presets/``; every value is validated on load, and an error names the
+dotted key, the problem and the allowed values, so a typo in a search space
+fails before any trial starts.
+
+Field metadata carries the validation rules:
+``choices`` (allowed values), ``min`` / ``max`` (inclusive bounds),
+``power_of_two`` and ``help`` (shown in errors).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type or out of range."""
+
+
+def _f(default: Any, help: str = "", **rules: Any) -> Any:
+    """A dataclass field with validation rules in its metadata."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **rules})
+    return field(default=default, metadata={"help": help, **rules})
+
+
+ARCHS = ("dcgan", "dcgan-mapping", "dcgan-adain", "dcgan-demod")
+OPTIMIZERS = ("adam", "rmsprop", "sgd", "nesterov")
+SCHEDULERS = ("none", "step", "exponential", "cosine")
+LOSSES = ("bce", "hinge", "wgan-gp")
+SOURCES = ("fashion-mnist", "cifar10", "image-folder", "parquet")
+
+
+@dataclass
+class ModelConfig:
+    """Network architecture. ``arch`` picks the registry entry in ganray.models."""
+
+    arch: str = _f("dcgan", "generator/discriminator pair from the model registry", choices=ARCHS)
+    resolution: int = _f(32, "image side in pixels", min=32, max=256, power_of_two=True)
+    channels: int = _f(1, "image channels (1 grey, 3 RGB)", choices=(1, 3))
+    latent_dim: int = _f(100, "size of the noise vector z", min=1, max=4096)
+    ngf: int = _f(64, "generator capacity: channels of its last hidden layer", min=4, max=1024)
+    ndf: int = _f(64, "discriminator capacity: channels of its first layer", min=4, max=1024)
+    w_dim: int = _f(0, "size of the style vector w (0 = latent_dim)", min=0, max=4096)
+    mapping_layers: int = _f(4, "depth of the Z->W mapping MLP (mapping variants)", min=1, max=8)
+    spectral_norm: bool = _f(False, "spectral normalization on every discriminator layer")
+    batchnorm_g: bool = _f(True, "BatchNorm in the generator (plain/mapping variants)")
+
+
+@dataclass
+class DataConfig:
+    """Where training images come from and how they are shaped."""
+
+    source: str = _f("fashion-mnist", "dataset reader", choices=SOURCES)
+    uri: str = _f("", "location of the source (path or fsspec URI); '' = the source's default")
+    resolution: int = _f(32, "images are resized/padded to this side, in pixels", min=8, max=256)
+    channels: int = _f(1, "channels after conversion (1 grey, 3 RGB)", choices=(1, 3))
+    subset: int = _f(0, "use only the first N training images (0 = all)", min=0)
+    val_fraction: float = _f(0.05, "share of training images held out for validation", min=0.0, max=0.5)
+    cache_dir: str = _f("", "local cache for remote data ('' = ~/.cache/ganray)")
+    loader_workers: int = _f(0, "DataLoader worker processes", min=0, max=64)
+
+
+@dataclass
+class OptimConfig:
+    """Optimizers for G and D (same kind, separate learning rates for TTUR)."""
+
+    name: str = _f("adam", "optimizer", choices=OPTIMIZERS)
+    lr: float = _f(2e-4, "generator learning rate", min=1e-7, max=1.0)
+    d_lr_ratio: float = _f(1.0, "discriminator lr = lr * d_lr_ratio (TTUR when != 1)", min=0.01, max=100.0)
+    beta1: float = _f(0.5, "Adam beta1 (0.5 for DCGAN)", min=0.0, max=0.999)
+    beta2: float = _f(0.999, "Adam beta2", min=0.0, max=0.9999)
+    momentum: float = _f(0.9, "momentum for sgd/nesterov/rmsprop", min=0.0, max=0.999)
+    weight_decay: float = _f(0.0, "L2 weight decay", min=0.0, max=1.0)
+    grad_clip: float = _f(0.0, "clip gradient norm to this value (0 = off)", min=0.0)
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule, stepped once per epoch."""
+
+    name: str = _f("none", "scheduler", choices=SCHEDULERS)
+    step_size: int = _f(10, "step: epochs between decays", min=1)
+    gamma: float = _f(0.5, "step/exponential: multiplicative decay per step/epoch", min=0.0, max=1.0)
+    min_lr_ratio: float = _f(0.0, "cosine: final lr as a fraction of the initial lr", min=0.0, max=1.0)
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    loss: str = _f("bce", "adversarial loss", choices=LOSSES)
+    gp_weight: float = _f(10.0, "wgan-gp: gradient penalty weight", min=0.0)
+    drift: float = _f(1e-3, "wgan-gp: drift penalty on real logits", min=0.0)
+    epochs: int = _f(5, "training epochs", min=1, max=100000)
+    batch_size: int = _f(128, "global batch (split across workers)", min=1, max=65536)
+    d_steps: int = _f(1, "discriminator steps per generator step", min=1, max=10)
+    ema_decay: float = _f(0.0, "G_ema decay per step (0 = no G_ema)", min=0.0, max=1.0)
+    seed: int = _f(0, "seed for weights, noise and data order", min=0)
+    grid_size: int = _f(64, "images in each sample grid", min=1, max=1024)
+    keep_checkpoints: int = _f(3, "newest checkpoints kept (the best one is always kept)", min=1)
+    max_steps_per_epoch: int = _f(0, "cap on steps per epoch (0 = whole dataset)", min=0)
+    amp: str = _f("auto", "mixed precision: auto (bf16 on CUDA), off, bf16, fp16", choices=("auto", "off", "bf16", "fp16"))
+    channels_last: bool = _f(True, "channels_last memory format on CUDA")
+    workers: int = _f(1, "Ray Train workers per trial", min=1, max=1024)
+    use_gpu: str = _f("auto", "auto (when the cluster has GPUs), yes, no", choices=("auto", "yes", "no"))
+    cpus_per_worker: float = _f(1.0, "CPUs reserved per Ray Train worker", min=0.0)
+    max_failures: int = _f(2, "worker failures a trial survives (restart from checkpoint)", min=0)
+
+
+@dataclass
+class MetricsConfig:
+    """Evaluation: FID (the search objective) and friends."""
+
+    fid: bool = _f(True, "compute FID on evaluation epochs")
+    backbone: str = _f("auto", "feature network: auto, inception or a registered offline backbone")
+    inception_weights: str = _f("", "URI of pt_inception-2015-12-05-6726825d.pth ('' = pytorch-fid download)")
+    num_samples: int = _f(10000, "generated (and reference) images per evaluation", min=2)
+    eval_every: int = _f(1, "evaluate every N epochs (the last epoch always)", min=1)
+    batch_size: int = _f(250, "images per feature-extraction batch", min=1)
+    kid: bool = _f(False, "also compute KID")
+    pr: bool = _f(False, "also compute precision/recall")
+    inception_score: bool = _f(False, "also compute the Inception Score")
+    ppl: bool = _f(False, "also compute perceptual path length (mapping variants)")
+
+
+@dataclass
+class StorageConfig:
+    """Where runs are written: a local path or an fsspec URI (s3://bucket/prefix)."""
+
+    uri: str = _f("./ganray-runs", "root of all runs")
+    endpoint_url: str = _f("", "S3-compatible endpoint ('' = AWS_ENDPOINT_URL or AWS)")
+    region: str = _f("", "S3 region ('' = AWS_REGION/AWS_DEFAULT_REGION)")
+    run_name: str = _f("", "run folder under uri ('' = derived from the config)")
+
+
+@dataclass
+class Config:
+    """A complete run configuration."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _check_value(key: str, f: dataclasses.Field, value: Any, typ: Any) -> Any:
+    """Coerce ``value`` to the field's type and check its rules; return it."""
+    help_ = f.metadata.get("help", "")
+    hint = f" ({help_})" if help_ else ""
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}{hint}")
+    elif typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise ConfigError(f"{key}: expected an integer, got {value!r}{hint}")
+    elif typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # YAML 1.1 reads "2e-4" as a string; accept numeric strings.
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{key}: expected a number, got {value!r}{hint}") from None
+        value = float(value)
+    elif typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}{hint}")
+    choices = f.metadata.get("choices")
+    if choices is not None and value not in choices:
+        allowed = ", ".join(str(c) for c in choices)
+        raise ConfigError(f"{key}: {value!r} is not allowed; choose one of: {allowed}")
+    lo, hi = f.metadata.get("min"), f.metadata.get("max")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        raise ConfigError(f"{key}: {value!r} is out of range; allowed {rng}{hint}")
+    if f.metadata.get("power_of_two") and value & (value - 1):
+        raise ConfigError(f"{key}: {value!r} must be a power of two (32, 64, 128, 256){hint}")
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any] | None, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a plain dict, validating every key."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = prefix or "config"
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        typ = hints[name]
+        if dataclasses.is_dataclass(typ):
+            kwargs[name] = from_dict(typ, value, key)
+        else:
+            kwargs[name] = _check_value(key, fields[name], value, typ)
+    obj = cls(**kwargs)
+    # Defaults are validated too, so a bad default cannot slip through.
+    for name, f in fields.items():
+        if name not in kwargs and not dataclasses.is_dataclass(hints[name]):
+            _check_value(f"{prefix}.{name}" if prefix else name, f, getattr(obj, name), hints[name])
+    return obj
+
+
+def _check_consistency(cfg: Config) -> None:
+    """Rules that span sections."""
+    if cfg.data.resolution != cfg.model.resolution:
+        raise ConfigError(
+            f"data.resolution ({cfg.data.resolution}) must equal model.resolution "
+            f"({cfg.model.resolution}); set both to the same value"
+        )
+    if cfg.data.channels != cfg.model.channels:
+        raise ConfigError(
+            f"data.channels ({cfg.data.channels}) must equal model.channels ({cfg.model.channels})"
+        )
+    if cfg.train.batch_size % cfg.train.workers:
+        raise ConfigError(
+            f"train.batch_size ({cfg.train.batch_size}) must be divisible by train.workers "
+            f"({cfg.train.workers}): each worker takes batch_size / workers images"
+        )
+
+
+def _parse_scalar(text: str) -> Any:
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to a dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected section.key=value, e.g. train.epochs=2")
+        key, _, raw = item.partition("=")
+        parts = key.strip().split(".")
+        node = data
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p} is not a section")
+        node[parts[-1]] = _parse_scalar(raw.strip())
+    return data
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``extra`` into a copy of ``base``."""
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def build_config(data: dict[str, Any] | None = None) -> Config:
+    """Validate a plain dict (as read from YAML) into a Config."""
+    cfg = from_dict(Config, data or {})
+    _check_consistency(cfg)
+    return cfg
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def read_yaml(path_or_preset: str) -> dict[str, Any]:
+    """Read a YAML file, or a preset by name from ganray/presets/."""
+    path = Path(path_or_preset)
+    if not path.exists():
+        preset = PRESETS_DIR / f"{path_or_preset}.yaml"
+        if not preset.exists():
+            raise ConfigError(
+                f"config {path_or_preset!r}: no such file and no such preset; "
+                f"presets: {', '.join(list_presets())}"
+            )
+        path = preset
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def load_config(path_or_preset: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a config file or preset, apply dotted overrides and validate."""
+    data = read_yaml(path_or_preset) if path_or_preset else {}
+    return build_config(apply_overrides(data, overrides or []))
