@@ -1,0 +1,3 @@
+from ganray.train.cli import main
+
+main()

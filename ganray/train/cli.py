@@ -1,0 +1,64 @@
+"""``python -m ganray.train``: train one run in-process, or as a Ray Train trial with --workers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ganray.config import ConfigError, load_config
+from ganray.logs import setup_logging
+
+log = logging.getLogger("ganray.train")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ganray.train", description=__doc__)
+    p.add_argument("--config", default="quickstart", help="YAML file or preset name (default: quickstart)")
+    p.add_argument("--storage", help="where runs go: local path or s3://bucket/prefix (storage.uri)")
+    p.add_argument("--run-name", help="run folder under --storage (default: derived from the config)")
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint (storage.endpoint_url)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=2 (repeatable)")
+    p.add_argument("--workers", type=int, help="run as a Ray Train trial with N DDP workers")
+    p.add_argument("--gpu", action="store_true", help="with --workers: one GPU per worker")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: auto, else start local)")
+    return p.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace):
+    overrides = list(args.overrides)
+    if args.storage:
+        overrides.append(f"storage.uri={args.storage}")
+    if args.run_name:
+        overrides.append(f"storage.run_name={args.run_name}")
+    if args.endpoint_url:
+        overrides.append(f"storage.endpoint_url={args.endpoint_url}")
+    if args.workers:
+        overrides.append(f"train.workers={args.workers}")
+    if args.gpu:
+        overrides.append("train.use_gpu=yes")
+    return load_config(args.config, overrides)
+
+
+def main(argv: list[str] | None = None) -> None:
+    setup_logging()
+    args = parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    if args.workers:
+        from ganray.train.ray_trial import run_trial
+
+        result = run_trial(cfg, address=args.address)
+        print(result)
+        return
+    from ganray.train.loop import Trainer
+
+    trainer = Trainer(cfg)
+    log.info("run %s: %d epochs of %s on %s", trainer.run_uri, cfg.train.epochs, cfg.model.arch,
+             trainer.ctx.device)
+    history = trainer.fit()
+    last = history[-1] if history else {}
+    log.info("done: %s", {k: last[k] for k in ("epoch", "d_loss", "g_loss", "fid") if k in last})

@@ -1,0 +1,367 @@
+"""The epoch loop: data, steps, validation, FID, grids, checkpoints, metrics.
+
+Runs in-process (``fit(cfg)``) and, unchanged, inside each Ray Train worker
+(``fit(cfg, ctx, wrap=prepare_model, on_epoch_end=report)``). Only rank 0
+writes artifacts; every rank calls ``on_epoch_end`` once per epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data.distributed import DistributedSampler
+
+from ganray import checkpoint as ckpt
+from ganray import losses
+from ganray.config import Config
+from ganray.data import build_dataset, train_val_split
+from ganray.models import build_models
+from ganray.optim import build_optimizers, build_scheduler
+from ganray.storage import Storage, join
+from ganray.train import artifacts
+from ganray.train.distributed import DistContext, unwrap
+from ganray.train.step import GanState, gan_step, sample_slice
+
+log = logging.getLogger("ganray.train")
+
+EpochHook = Callable[[dict[str, Any], "str | None"], None]
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+def run_name_for(cfg: Config) -> str:
+    """Stable run folder name: the same config (storage aside) resumes the same run."""
+    if cfg.storage.run_name:
+        return cfg.storage.run_name
+    d = cfg.to_dict()
+    d.pop("storage")
+    digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{cfg.model.arch}-{digest}"
+
+
+def run_uri_for(cfg: Config) -> str:
+    return join(cfg.storage.uri, run_name_for(cfg))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def amp_dtype_for(mode: str, device: torch.device) -> torch.dtype | None:
+    """Mixed precision only on CUDA: 'auto' picks bf16 there, full precision on CPU."""
+    if device.type != "cuda" or mode == "off":
+        return None
+    return torch.float16 if mode == "fp16" else torch.bfloat16
+
+
+class Batches:
+    """Global-batch-consistent minibatches of uint8 images, scaled to [-1, 1] on the device.
+
+    Indexes the in-memory uint8 tensor directly (no per-image collation).
+    The DistributedSampler (also with one worker) fixes the order per epoch from
+    the seed, so a run's data order does not depend on RNG state or worker count.
+    """
+
+    def __init__(self, images: torch.Tensor, indices: list[int], batch: int, seed: int,
+                 ctx: DistContext, shuffle: bool = True, max_steps: int = 0) -> None:
+        self.images = images
+        self.indices = torch.as_tensor(indices, dtype=torch.long)
+        self.batch = batch
+        self.ctx = ctx
+        self.sampler = DistributedSampler(range(len(indices)), num_replicas=ctx.world_size, rank=ctx.rank,
+                                          shuffle=shuffle, seed=seed, drop_last=True)
+        self.max_steps = max_steps
+        self.pin = ctx.device.type == "cuda"
+
+    def __len__(self) -> int:
+        n = len(self.sampler) // self.batch
+        return min(n, self.max_steps) if self.max_steps else n
+
+    def epoch(self, epoch: int) -> Iterator[torch.Tensor]:
+        self.sampler.set_epoch(epoch)
+        order = self.indices[torch.as_tensor(list(self.sampler), dtype=torch.long)]
+        for i in range(len(self)):
+            x = self.images[order[i * self.batch : (i + 1) * self.batch]]
+            if self.pin:
+                x = x.pin_memory()
+            x = x.to(self.ctx.device, non_blocking=True).float().div_(127.5).sub_(1.0)
+            if self.ctx.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x
+
+
+def _subset_indices(subset: Any) -> list[int]:
+    return list(subset.indices) if hasattr(subset, "indices") else list(range(len(subset)))
+
+
+class Trainer:
+    """Owns one run's modules and state; ``fit()`` trains the remaining epochs."""
+
+    def __init__(self, cfg: Config, ctx: DistContext | None = None,
+                 wrap: Callable[[nn.Module], nn.Module] | None = None,
+                 on_epoch_end: EpochHook | None = None) -> None:
+        self.cfg = cfg
+        self.ctx = ctx or DistContext()
+        self.storage = Storage.from_config(cfg.storage)
+        self.run_uri = run_uri_for(cfg)
+        self.on_epoch_end = on_epoch_end
+        self._build_data()
+        self._build_modules()
+        self.epoch, self.images_seen, self.history = 0, 0, []
+        self._resume()
+        if wrap is not None:
+            self.state.G, self.state.D = wrap(self.state.G), wrap(self.state.D)
+
+    # ------------------------------------------------------------ setup
+    def _build_data(self) -> None:
+        c, ctx = self.cfg, self.ctx
+        ds = build_dataset(c.data, "train", self.storage)
+        train, val = train_val_split(ds, c.data.val_fraction, c.train.seed)
+        local_batch = c.train.batch_size // ctx.world_size
+        self.dataset = ds
+        self.train_batches = Batches(ds.images_uint8, _subset_indices(train), local_batch, c.train.seed, ctx,
+                                     max_steps=c.train.max_steps_per_epoch)
+        self.val_batches = Batches(ds.images_uint8, _subset_indices(val), local_batch, c.train.seed, ctx,
+                                   shuffle=False)
+        if len(self.train_batches) == 0:
+            raise ValueError(f"{len(train)} training images give no full batch of {c.train.batch_size}; "
+                             f"lower train.batch_size or raise data.subset")
+
+    def _build_modules(self) -> None:
+        c, dev = self.cfg, self.ctx.device
+        seed_everything(c.train.seed)  # same weights on every rank
+        G, D = build_models(c.model)
+        G, D = G.to(dev), D.to(dev)
+        if dev.type == "cuda" and c.train.channels_last:
+            G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+        G_ema = copy.deepcopy(G).eval().requires_grad_(False) if c.train.ema_decay > 0 else None
+        opt_g, opt_d = build_optimizers(G, D, c.optim)
+        amp = amp_dtype_for(c.train.amp, dev)
+        fp16 = amp == torch.float16
+        self.state = GanState(
+            G=G, D=D, opt_g=opt_g, opt_d=opt_d, G_ema=G_ema, amp_dtype=amp,
+            noise=torch.Generator(device=dev).manual_seed(c.train.seed),
+            scaler_g=torch.amp.GradScaler("cuda") if fp16 else None,
+            scaler_d=torch.amp.GradScaler("cuda") if fp16 else None,
+        )
+        self.sched_g = build_scheduler(opt_g, c.schedule, c.train.epochs)
+        self.sched_d = build_scheduler(opt_d, c.schedule, c.train.epochs)
+        # Per-rank seed for anything random beyond the shared noise stream.
+        seed_everything(c.train.seed * 1000 + self.ctx.rank)
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        s = self.state
+        sd = {
+            "epoch": self.epoch, "images_seen": self.images_seen, "history": self.history,
+            "config": self.cfg.to_dict(),
+            "G": unwrap(s.G).state_dict(), "D": unwrap(s.D).state_dict(),
+            "opt_g": s.opt_g.state_dict(), "opt_d": s.opt_d.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "noise": s.noise.get_state(),
+                    "numpy": np.random.get_state(), "python": random.getstate()},
+            "extra": s.extra,
+        }
+        if s.G_ema is not None:
+            sd["G_ema"] = s.G_ema.state_dict()
+        for name, obj in (("sched_g", self.sched_g), ("sched_d", self.sched_d),
+                          ("scaler_g", s.scaler_g), ("scaler_d", s.scaler_d)):
+            if obj is not None:
+                sd[name] = obj.state_dict()
+        return sd
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        s = self.state
+        ckpt.check_compatible(sd, self.cfg.to_dict()["model"])
+        unwrap(s.G).load_state_dict(sd["G"])
+        unwrap(s.D).load_state_dict(sd["D"])
+        s.opt_g.load_state_dict(sd["opt_g"])
+        s.opt_d.load_state_dict(sd["opt_d"])
+        if s.G_ema is not None:
+            s.G_ema.load_state_dict(sd.get("G_ema", sd["G"]))
+        for name, obj in (("sched_g", self.sched_g), ("sched_d", self.sched_d),
+                          ("scaler_g", s.scaler_g), ("scaler_d", s.scaler_d)):
+            if obj is not None and name in sd:
+                obj.load_state_dict(sd[name])
+        rng = sd["rng"]
+        torch.set_rng_state(rng["torch"])
+        s.noise.set_state(rng["noise"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        s.extra = sd.get("extra", {})
+        self.epoch, self.images_seen, self.history = sd["epoch"], sd["images_seen"], list(sd["history"])
+
+    def _resume(self) -> None:
+        """Continue from the newest good checkpoint of this run, if any (rank 0 decides)."""
+        info = None
+        if self.ctx.is_main:
+            good = ckpt.load_latest(self.storage, self.run_uri)
+            info = good["epoch"] if good is not None else None
+        epoch = self.ctx.broadcast_object(info)
+        if epoch is None:
+            return
+        uri = ckpt.checkpoint_uri(self.run_uri, epoch)
+        sd = ckpt.load_checkpoint(self.storage, uri)
+        self.load_state_dict(sd)
+        log.info("resumed %s from epoch %d (%d images seen)", self.run_uri, self.epoch, self.images_seen)
+
+    # ------------------------------------------------------------ training
+    def fit(self) -> list[dict[str, Any]]:
+        """Train until ``train.epochs``; return the per-epoch metrics history."""
+        c = self.cfg
+        if self.ctx.is_main and self.epoch == 0:
+            self.storage.write_text(join(self.run_uri, "config.yaml"), c.to_yaml())
+            self._save_grid(0)
+        t_start = time.time()
+        while self.epoch < c.train.epochs:
+            row = self._train_epoch(self.epoch + 1, t_start)
+            self.epoch += 1
+            self.history.append(row)
+            uri = self._save_artifacts(row)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(row, uri)
+        if self.ctx.is_main:
+            self.storage.write_text(join(self.run_uri, "done.json"), json.dumps(self.history[-1] if self.history else {}))
+        return self.history
+
+    def _train_epoch(self, epoch: int, t_start: float) -> dict[str, Any]:
+        c, ctx, s = self.cfg, self.ctx, self.state
+        s.G.train()
+        s.D.train()
+        sums = torch.zeros(4, device=ctx.device)
+        steps, n_steps, t0 = 0, len(self.train_batches), time.time()
+        global_batch = c.train.batch_size
+        last_log = t0
+        for real in self.train_batches.epoch(epoch):
+            out = gan_step(s, real, c.train, c.optim, ctx)
+            sums += torch.stack([out["d_loss"], out["g_loss"], out["d_acc_real"], out["d_acc_fake"]])
+            steps += 1
+            self.images_seen += global_batch
+            if steps % 25 == 0 or steps == n_steps:
+                self._check_finite(sums, epoch, steps)
+            if ctx.is_main and (time.time() - last_log > 10 or steps == n_steps):
+                last_log = time.time()
+                self._log_progress(epoch, steps, n_steps, steps * global_batch / (last_log - t0), t_start)
+        seconds = time.time() - t0
+        train = ctx.all_reduce_sum(sums) / (steps * ctx.world_size)
+        lr_g, lr_d = s.opt_g.param_groups[0]["lr"], s.opt_d.param_groups[0]["lr"]
+        for sched in (self.sched_g, self.sched_d):
+            if sched is not None:
+                sched.step()
+        row = {
+            "epoch": epoch, "images_seen": self.images_seen, "steps": steps,
+            "d_loss": train[0].item(), "g_loss": train[1].item(),
+            "d_acc_real": train[2].item(), "d_acc_fake": train[3].item(),
+            **self._validate(), "epoch_seconds": seconds,
+            "images_per_s": steps * global_batch / max(seconds, 1e-9), "lr_g": lr_g, "lr_d": lr_d,
+        }
+        row.update(self._evaluate(epoch))
+        return row
+
+    def _check_finite(self, sums: torch.Tensor, epoch: int, step: int) -> None:
+        if bool(torch.isfinite(sums[:2]).all()):
+            return
+        good = ckpt.list_checkpoints(self.storage, self.run_uri)
+        where = good[-1].uri if good else "none yet (the run had not finished an epoch)"
+        raise NonFiniteLossError(
+            f"non-finite loss (NaN or inf) at epoch {epoch}, step {step} of run {self.run_uri}; "
+            f"the last good checkpoint is kept: {where}. Lower optim.lr, set optim.grad_clip, "
+            f"or turn on model.spectral_norm."
+        )
+
+    def _log_progress(self, epoch: int, step: int, n_steps: int, img_s: float, t_start: float) -> None:
+        c = self.cfg
+        done = (epoch - 1) * n_steps + step
+        todo = (c.train.epochs - epoch) * n_steps + (n_steps - step)
+        elapsed = time.time() - t_start
+        eta = elapsed / max(done, 1) * todo if done else float("nan")
+        log.info("epoch %d/%d step %d/%d  %.0f img/s  ETA %s", epoch, c.train.epochs, step, n_steps,
+                 img_s, _fmt_seconds(eta))
+
+    @torch.no_grad()
+    def _validate(self) -> dict[str, float]:
+        """D loss/accuracy on held-out real images and on fixed-noise fakes (eval mode)."""
+        if len(self.val_batches) == 0:
+            return {}
+        c, ctx, s = self.cfg, self.ctx, self.state
+        G, D = unwrap(s.G), unwrap(s.D)
+        G.eval()
+        D.eval()
+        gen = torch.Generator(device=ctx.device).manual_seed(c.train.seed + 7919)
+        sums = torch.zeros(4, device=ctx.device)
+        for real in self.val_batches.epoch(0):
+            z = sample_slice(gen, real.shape[0] * ctx.world_size, (G.latent_dim,), ctx)
+            rl, fl = D(real).float(), D(G(z)).float()
+            acc_r, acc_f = losses.d_accuracy(rl, fl)
+            sums += torch.stack([losses.d_loss(c.train.loss, rl, fl, drift=c.train.drift),
+                                 losses.g_loss(c.train.loss, fl), acc_r, acc_f])
+        G.train()
+        D.train()
+        v = ctx.all_reduce_sum(sums) / (len(self.val_batches) * ctx.world_size)
+        return {"val_d_loss": v[0].item(), "val_g_loss": v[1].item(),
+                "val_d_acc_real": v[2].item(), "val_d_acc_fake": v[3].item()}
+
+    def _evaluate(self, epoch: int) -> dict[str, Any]:
+        """FID (and configured extras) on evaluation epochs; all ranks take part."""
+        m = self.cfg.metrics
+        if not m.fid or (epoch % m.eval_every and epoch != self.cfg.train.epochs):
+            return {}
+        from ganray.metrics import evaluate_generator
+
+        G = self.state.G_ema if self.state.G_ema is not None else unwrap(self.state.G)
+        return evaluate_generator(
+            G, m, self.cfg.data, self.storage, join(self.cfg.storage.uri, "_cache", "fid-stats"),
+            self.ctx.device, rank=self.ctx.rank, world_size=self.ctx.world_size, seed=self.cfg.train.seed,
+        )
+
+    # ------------------------------------------------------------ artifacts
+    def sample(self, n: int, seed: int) -> torch.Tensor:
+        """``n`` images from G_ema (or G) on fixed noise, in eval mode."""
+        G = self.state.G_ema if self.state.G_ema is not None else unwrap(self.state.G)
+        gen = torch.Generator(device=self.ctx.device).manual_seed(seed)
+        was_training = G.training
+        G.eval()
+        with torch.no_grad():
+            x = G(torch.randn(n, G.latent_dim, generator=gen, device=self.ctx.device))
+        G.train(was_training)
+        return x
+
+    def _save_grid(self, epoch: int) -> None:
+        images = self.sample(self.cfg.train.grid_size, self.cfg.train.seed + 1)
+        artifacts.save_grid(self.storage, artifacts.grid_uri(self.run_uri, epoch), images)
+
+    def _save_artifacts(self, row: dict[str, Any]) -> str | None:
+        """Rank 0: grid, checkpoint (history inside), then the metrics tables."""
+        if not self.ctx.is_main:
+            return None
+        self._save_grid(self.epoch)
+        uri = ckpt.save_checkpoint(self.storage, self.run_uri, self.state_dict(), row)
+        ckpt.prune_checkpoints(self.storage, self.run_uri, self.cfg.train.keep_checkpoints)
+        artifacts.write_metrics(self.storage, self.run_uri, self.history)
+        return uri
+
+
+def _fmt_seconds(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def fit(cfg: Config, ctx: DistContext | None = None, **kw: Any) -> list[dict[str, Any]]:
+    """Train one run in this process (resuming it if it has checkpoints)."""
+    return Trainer(cfg, ctx, **kw).fit()

@@ -1,0 +1,142 @@
+"""One GAN training step: a discriminator update, then a generator update.
+
+Knows nothing of Ray. G and D may be DDP-wrapped; the step only calls the
+wrapper where gradients must be synchronised (D in its own update, G in its
+own update) and the plain module elsewhere, so DDP never all-reduces gradients
+that are thrown away.
+
+Noise is drawn for the *global* batch from a generator seeded identically on
+every rank, and each rank takes its slice: a run on W workers then sees the
+same latent vectors as a run on one worker, which makes runs comparable (and
+testable) across worker counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ganray import losses
+from ganray.config import OptimConfig, TrainConfig
+from ganray.optim import clip_gradients
+from ganray.train.distributed import DistContext, unwrap
+
+
+@dataclass
+class GanState:
+    """Everything a step mutates. G/D may be DDP wrappers; G_ema never is."""
+
+    G: nn.Module
+    D: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    noise: torch.Generator
+    G_ema: nn.Module | None = None
+    amp_dtype: torch.dtype | None = None  # None = full precision
+    scaler_g: torch.amp.GradScaler | None = None  # only for fp16
+    scaler_d: torch.amp.GradScaler | None = None
+    extra: dict = field(default_factory=dict)  # room for later regularizer state
+
+
+def sample_slice(
+    gen: torch.Generator,
+    global_batch: int,
+    shape: tuple[int, ...],
+    ctx: DistContext,
+    uniform: bool = False,
+) -> torch.Tensor:
+    """Noise for the global batch (N(0,1), or U[0,1) if ``uniform``); this rank's slice."""
+    draw = torch.rand if uniform else torch.randn
+    z = draw((global_batch, *shape), generator=gen, device=gen.device)
+    per = global_batch // ctx.world_size
+    return z[ctx.rank * per : (ctx.rank + 1) * per].to(ctx.device, non_blocking=True)
+
+
+def _autocast(state: GanState, device: torch.device):
+    if state.amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=state.amp_dtype)
+
+
+def _backward_and_step(
+    loss: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    params,
+    scaler: torch.amp.GradScaler | None,
+    grad_clip: float,
+) -> None:
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        clip_gradients(params, grad_clip)
+        opt.step()
+        return
+    scaler.scale(loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(opt)
+        clip_gradients(params, grad_clip)
+    scaler.step(opt)
+    scaler.update()
+
+
+def d_update(state: GanState, real: torch.Tensor, cfg: TrainConfig, grad_clip: float, ctx: DistContext):
+    """One discriminator update; returns detached (loss, acc_real, acc_fake)."""
+    G_plain, D = unwrap(state.G), state.D
+    n = real.shape[0]
+    z = sample_slice(state.noise, n * ctx.world_size, (G_plain.latent_dim,), ctx)
+    with torch.no_grad(), _autocast(state, ctx.device):
+        fake = G_plain(z)
+    with _autocast(state, ctx.device):
+        real_logits = D(real).float()
+        fake_logits = D(fake).float()
+        loss = losses.d_loss(cfg.loss, real_logits, fake_logits, drift=cfg.drift)
+    if losses.needs_gradient_penalty(cfg.loss) and cfg.gp_weight > 0:
+        alpha = sample_slice(state.noise, n * ctx.world_size, (1, 1, 1), ctx, uniform=True)
+        loss = loss + losses.gradient_penalty(D, real, fake.float(), cfg.gp_weight, alpha=alpha)
+    _backward_and_step(loss, state.opt_d, unwrap(D).parameters(), state.scaler_d, grad_clip)
+    acc_real, acc_fake = losses.d_accuracy(real_logits.detach(), fake_logits.detach())
+    return loss.detach(), acc_real, acc_fake
+
+
+def g_update(state: GanState, batch: int, cfg: TrainConfig, grad_clip: float, ctx: DistContext):
+    """One generator update through a frozen D; returns the detached loss."""
+    D_plain = unwrap(state.D)
+    G_plain = unwrap(state.G)
+    D_plain.requires_grad_(False)  # no D gradients during the G update: saves compute
+    try:
+        z = sample_slice(state.noise, batch * ctx.world_size, (G_plain.latent_dim,), ctx)
+        with _autocast(state, ctx.device):
+            fake_logits = D_plain(state.G(z)).float()
+            loss = losses.g_loss(cfg.loss, fake_logits)
+        _backward_and_step(loss, state.opt_g, G_plain.parameters(), state.scaler_g, grad_clip)
+    finally:
+        D_plain.requires_grad_(True)
+    if state.G_ema is not None:
+        ema_update(state.G_ema, G_plain, cfg.ema_decay)
+    return loss.detach()
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema = decay * ema + (1 - decay) * model for parameters; buffers are copied."""
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1.0 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+
+
+def gan_step(
+    state: GanState, real: torch.Tensor, cfg: TrainConfig, optim_cfg: OptimConfig, ctx: DistContext
+) -> dict[str, torch.Tensor]:
+    """``cfg.d_steps`` D updates on ``real`` then one G update; detached tensors out.
+
+    Returns tensors (not floats) so the loop can accumulate without a
+    device sync per step.
+    """
+    for _ in range(cfg.d_steps):
+        d_loss, acc_real, acc_fake = d_update(state, real, cfg, optim_cfg.grad_clip, ctx)
+    g_loss = g_update(state, real.shape[0], cfg, optim_cfg.grad_clip, ctx)
+    return {"d_loss": d_loss, "g_loss": g_loss, "d_acc_real": acc_real, "d_acc_fake": acc_fake}
