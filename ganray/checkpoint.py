@@ -57,7 +57,12 @@ def save_checkpoint(storage: Storage, run_uri: str, state: dict[str, Any], metri
     data = buf.getvalue()
     uri = checkpoint_uri(run_uri, epoch)
     storage.write_bytes(uri, data)
-    meta = {"epoch": epoch, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "metrics": metrics}
+    meta = {
+        "epoch": epoch,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "metrics": metrics,
+    }
     storage.write_text(uri[: -len(".pt")] + ".json", json.dumps(meta, default=float))
     return uri
 
@@ -77,7 +82,9 @@ def list_checkpoints(storage: Storage, run_uri: str) -> list[CheckpointInfo]:
         except (ValueError, FileNotFoundError):
             log.warning("checkpoint sidecar %s is unreadable; ignoring %s", sidecar, name)
             continue
-        out.append(CheckpointInfo(join(folder, name), int(m.group(1)), meta["sha256"], meta.get("metrics", {})))
+        out.append(
+            CheckpointInfo(join(folder, name), int(m.group(1)), meta["sha256"], meta.get("metrics", {}))
+        )
     return sorted(out, key=lambda c: c.epoch)
 
 
@@ -139,7 +146,9 @@ def check_compatible(state: dict[str, Any], model_cfg: dict[str, Any]) -> None:
     saved = state.get("config", {}).get("model", {})
     diff = {k: (saved.get(k), v) for k, v in model_cfg.items() if saved.get(k) != v}
     if diff:
-        items = ", ".join(f"model.{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in sorted(diff.items()))
+        items = ", ".join(
+            f"model.{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in sorted(diff.items())
+        )
         raise CheckpointError(
             f"checkpoint was written by a different architecture ({items}); "
             f"use the checkpoint's config or start a new run (another storage.run_name)"

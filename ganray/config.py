@@ -111,7 +111,11 @@ class TrainConfig:
     grid_size: int = _f(64, "images in each sample grid", min=1, max=1024)
     keep_checkpoints: int = _f(3, "newest checkpoints kept (the best one is always kept)", min=1)
     max_steps_per_epoch: int = _f(0, "cap on steps per epoch (0 = whole dataset)", min=0)
-    amp: str = _f("auto", "mixed precision: auto (bf16 on CUDA), off, bf16, fp16", choices=("auto", "off", "bf16", "fp16"))
+    amp: str = _f(
+        "auto",
+        "mixed precision: auto (bf16 on CUDA), off, bf16, fp16",
+        choices=("auto", "off", "bf16", "fp16"),
+    )
     channels_last: bool = _f(True, "channels_last memory format on CUDA")
     workers: int = _f(1, "Ray Train workers per trial", min=1, max=1024)
     use_gpu: str = _f("auto", "auto (when the cluster has GPUs), yes, no", choices=("auto", "yes", "no"))
@@ -188,9 +192,8 @@ def _check_value(key: str, f: dataclasses.Field, value: Any, typ: Any) -> Any:
             except (TypeError, ValueError):
                 raise ConfigError(f"{key}: expected a number, got {value!r}{hint}") from None
         value = float(value)
-    elif typ is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}{hint}")
+    elif typ is str and not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}{hint}")
     choices = f.metadata.get("choices")
     if choices is not None and value not in choices:
         allowed = ", ".join(str(c) for c in choices)
@@ -214,9 +217,7 @@ def from_dict(cls: type, data: dict[str, Any] | None, prefix: str = "") -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         where = prefix or "config"
-        raise ConfigError(
-            f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(fields))}"
-        )
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(fields))}")
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
@@ -243,6 +244,11 @@ def _check_consistency(cfg: Config) -> None:
     if cfg.data.channels != cfg.model.channels:
         raise ConfigError(
             f"data.channels ({cfg.data.channels}) must equal model.channels ({cfg.model.channels})"
+        )
+    if cfg.train.loss == "wgan-gp" and not cfg.model.spectral_norm:
+        raise ConfigError(
+            "train.loss=wgan-gp needs a discriminator without BatchNorm (the gradient penalty is "
+            "per image): set model.spectral_norm=true, or use train.loss=bce or hinge"
         )
     if cfg.train.batch_size % cfg.train.workers:
         raise ConfigError(

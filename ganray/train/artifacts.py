@@ -38,9 +38,10 @@ def grid_uri(run_uri: str, epoch: int) -> str:
 def images_to_png(images: torch.Tensor, nrow: int | None = None) -> bytes:
     """Encode a batch in [-1, 1] ([N, C, H, W]) as one PNG grid."""
     nrow = nrow or max(1, int(math.sqrt(images.shape[0])))
-    grid = make_grid(images.detach().float().cpu().clamp(-1, 1), nrow=nrow, padding=2, normalize=True,
-                     value_range=(-1, 1))
-    arr = (grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+    grid = make_grid(
+        images.detach().float().cpu().clamp(-1, 1), nrow=nrow, padding=2, normalize=True, value_range=(-1, 1)
+    )
+    arr = grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     if arr.shape[2] == 1:
         arr = arr[:, :, 0]
     buf = io.BytesIO()

@@ -18,8 +18,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--storage", help="where runs go: local path or s3://bucket/prefix (storage.uri)")
     p.add_argument("--run-name", help="run folder under --storage (default: derived from the config)")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint (storage.endpoint_url)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=2 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=2 (repeatable)",
+    )
     p.add_argument("--workers", type=int, help="run as a Ray Train trial with N DDP workers")
     p.add_argument("--gpu", action="store_true", help="with --workers: one GPU per worker")
     p.add_argument("--address", default=None, help="Ray cluster address (default: auto, else start local)")
@@ -57,8 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     from ganray.train.loop import Trainer
 
     trainer = Trainer(cfg)
-    log.info("run %s: %d epochs of %s on %s", trainer.run_uri, cfg.train.epochs, cfg.model.arch,
-             trainer.ctx.device)
+    log.info(
+        "run %s: %d epochs of %s on %s", trainer.run_uri, cfg.train.epochs, cfg.model.arch, trainer.ctx.device
+    )
     history = trainer.fit()
     last = history[-1] if history else {}
     log.info("done: %s", {k: last[k] for k in ("epoch", "d_loss", "g_loss", "fid") if k in last})

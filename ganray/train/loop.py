@@ -77,14 +77,28 @@ class Batches:
     the seed, so a run's data order does not depend on RNG state or worker count.
     """
 
-    def __init__(self, images: torch.Tensor, indices: list[int], batch: int, seed: int,
-                 ctx: DistContext, shuffle: bool = True, max_steps: int = 0) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        indices: list[int],
+        batch: int,
+        seed: int,
+        ctx: DistContext,
+        shuffle: bool = True,
+        max_steps: int = 0,
+    ) -> None:
         self.images = images
         self.indices = torch.as_tensor(indices, dtype=torch.long)
         self.batch = batch
         self.ctx = ctx
-        self.sampler = DistributedSampler(range(len(indices)), num_replicas=ctx.world_size, rank=ctx.rank,
-                                          shuffle=shuffle, seed=seed, drop_last=True)
+        self.sampler = DistributedSampler(
+            range(len(indices)),
+            num_replicas=ctx.world_size,
+            rank=ctx.rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=True,
+        )
         self.max_steps = max_steps
         self.pin = ctx.device.type == "cuda"
 
@@ -112,9 +126,13 @@ def _subset_indices(subset: Any) -> list[int]:
 class Trainer:
     """Owns one run's modules and state; ``fit()`` trains the remaining epochs."""
 
-    def __init__(self, cfg: Config, ctx: DistContext | None = None,
-                 wrap: Callable[[nn.Module], nn.Module] | None = None,
-                 on_epoch_end: EpochHook | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        ctx: DistContext | None = None,
+        wrap: Callable[[nn.Module], nn.Module] | None = None,
+        on_epoch_end: EpochHook | None = None,
+    ) -> None:
         self.cfg = cfg
         self.ctx = ctx or DistContext()
         self.storage = Storage.from_config(cfg.storage)
@@ -134,13 +152,22 @@ class Trainer:
         train, val = train_val_split(ds, c.data.val_fraction, c.train.seed)
         local_batch = c.train.batch_size // ctx.world_size
         self.dataset = ds
-        self.train_batches = Batches(ds.images_uint8, _subset_indices(train), local_batch, c.train.seed, ctx,
-                                     max_steps=c.train.max_steps_per_epoch)
-        self.val_batches = Batches(ds.images_uint8, _subset_indices(val), local_batch, c.train.seed, ctx,
-                                   shuffle=False)
+        self.train_batches = Batches(
+            ds.images_uint8,
+            _subset_indices(train),
+            local_batch,
+            c.train.seed,
+            ctx,
+            max_steps=c.train.max_steps_per_epoch,
+        )
+        self.val_batches = Batches(
+            ds.images_uint8, _subset_indices(val), local_batch, c.train.seed, ctx, shuffle=False
+        )
         if len(self.train_batches) == 0:
-            raise ValueError(f"{len(train)} training images give no full batch of {c.train.batch_size}; "
-                             f"lower train.batch_size or raise data.subset")
+            raise ValueError(
+                f"{len(train)} training images give no full batch of {c.train.batch_size}; "
+                f"lower train.batch_size or raise data.subset"
+            )
 
     def _build_modules(self) -> None:
         c, dev = self.cfg, self.ctx.device
@@ -154,7 +181,12 @@ class Trainer:
         amp = amp_dtype_for(c.train.amp, dev)
         fp16 = amp == torch.float16
         self.state = GanState(
-            G=G, D=D, opt_g=opt_g, opt_d=opt_d, G_ema=G_ema, amp_dtype=amp,
+            G=G,
+            D=D,
+            opt_g=opt_g,
+            opt_d=opt_d,
+            G_ema=G_ema,
+            amp_dtype=amp,
             noise=torch.Generator(device=dev).manual_seed(c.train.seed),
             scaler_g=torch.amp.GradScaler("cuda") if fp16 else None,
             scaler_d=torch.amp.GradScaler("cuda") if fp16 else None,
@@ -168,18 +200,30 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         s = self.state
         sd = {
-            "epoch": self.epoch, "images_seen": self.images_seen, "history": self.history,
+            "epoch": self.epoch,
+            "images_seen": self.images_seen,
+            "history": self.history,
             "config": self.cfg.to_dict(),
-            "G": unwrap(s.G).state_dict(), "D": unwrap(s.D).state_dict(),
-            "opt_g": s.opt_g.state_dict(), "opt_d": s.opt_d.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "noise": s.noise.get_state(),
-                    "numpy": np.random.get_state(), "python": random.getstate()},
+            "G": unwrap(s.G).state_dict(),
+            "D": unwrap(s.D).state_dict(),
+            "opt_g": s.opt_g.state_dict(),
+            "opt_d": s.opt_d.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "noise": s.noise.get_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
             "extra": s.extra,
         }
         if s.G_ema is not None:
             sd["G_ema"] = s.G_ema.state_dict()
-        for name, obj in (("sched_g", self.sched_g), ("sched_d", self.sched_d),
-                          ("scaler_g", s.scaler_g), ("scaler_d", s.scaler_d)):
+        for name, obj in (
+            ("sched_g", self.sched_g),
+            ("sched_d", self.sched_d),
+            ("scaler_g", s.scaler_g),
+            ("scaler_d", s.scaler_d),
+        ):
             if obj is not None:
                 sd[name] = obj.state_dict()
         return sd
@@ -193,8 +237,12 @@ class Trainer:
         s.opt_d.load_state_dict(sd["opt_d"])
         if s.G_ema is not None:
             s.G_ema.load_state_dict(sd.get("G_ema", sd["G"]))
-        for name, obj in (("sched_g", self.sched_g), ("sched_d", self.sched_d),
-                          ("scaler_g", s.scaler_g), ("scaler_d", s.scaler_d)):
+        for name, obj in (
+            ("sched_g", self.sched_g),
+            ("sched_d", self.sched_d),
+            ("scaler_g", s.scaler_g),
+            ("scaler_d", s.scaler_d),
+        ):
             if obj is not None and name in sd:
                 obj.load_state_dict(sd[name])
         rng = sd["rng"]
@@ -235,7 +283,9 @@ class Trainer:
             if self.on_epoch_end is not None:
                 self.on_epoch_end(row, uri)
         if self.ctx.is_main:
-            self.storage.write_text(join(self.run_uri, "done.json"), json.dumps(self.history[-1] if self.history else {}))
+            self.storage.write_text(
+                join(self.run_uri, "done.json"), json.dumps(self.history[-1] if self.history else {})
+            )
         return self.history
 
     def _train_epoch(self, epoch: int, t_start: float) -> dict[str, Any]:
@@ -263,11 +313,18 @@ class Trainer:
             if sched is not None:
                 sched.step()
         row = {
-            "epoch": epoch, "images_seen": self.images_seen, "steps": steps,
-            "d_loss": train[0].item(), "g_loss": train[1].item(),
-            "d_acc_real": train[2].item(), "d_acc_fake": train[3].item(),
-            **self._validate(), "epoch_seconds": seconds,
-            "images_per_s": steps * global_batch / max(seconds, 1e-9), "lr_g": lr_g, "lr_d": lr_d,
+            "epoch": epoch,
+            "images_seen": self.images_seen,
+            "steps": steps,
+            "d_loss": train[0].item(),
+            "g_loss": train[1].item(),
+            "d_acc_real": train[2].item(),
+            "d_acc_fake": train[3].item(),
+            **self._validate(),
+            "epoch_seconds": seconds,
+            "images_per_s": steps * global_batch / max(seconds, 1e-9),
+            "lr_g": lr_g,
+            "lr_d": lr_d,
         }
         row.update(self._evaluate(epoch))
         return row
@@ -289,8 +346,15 @@ class Trainer:
         todo = (c.train.epochs - epoch) * n_steps + (n_steps - step)
         elapsed = time.time() - t_start
         eta = elapsed / max(done, 1) * todo if done else float("nan")
-        log.info("epoch %d/%d step %d/%d  %.0f img/s  ETA %s", epoch, c.train.epochs, step, n_steps,
-                 img_s, _fmt_seconds(eta))
+        log.info(
+            "epoch %d/%d step %d/%d  %.0f img/s  ETA %s",
+            epoch,
+            c.train.epochs,
+            step,
+            n_steps,
+            img_s,
+            _fmt_seconds(eta),
+        )
 
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:
@@ -307,13 +371,23 @@ class Trainer:
             z = sample_slice(gen, real.shape[0] * ctx.world_size, (G.latent_dim,), ctx)
             rl, fl = D(real).float(), D(G(z)).float()
             acc_r, acc_f = losses.d_accuracy(rl, fl)
-            sums += torch.stack([losses.d_loss(c.train.loss, rl, fl, drift=c.train.drift),
-                                 losses.g_loss(c.train.loss, fl), acc_r, acc_f])
+            sums += torch.stack(
+                [
+                    losses.d_loss(c.train.loss, rl, fl, drift=c.train.drift),
+                    losses.g_loss(c.train.loss, fl),
+                    acc_r,
+                    acc_f,
+                ]
+            )
         G.train()
         D.train()
         v = ctx.all_reduce_sum(sums) / (len(self.val_batches) * ctx.world_size)
-        return {"val_d_loss": v[0].item(), "val_g_loss": v[1].item(),
-                "val_d_acc_real": v[2].item(), "val_d_acc_fake": v[3].item()}
+        return {
+            "val_d_loss": v[0].item(),
+            "val_g_loss": v[1].item(),
+            "val_d_acc_real": v[2].item(),
+            "val_d_acc_fake": v[3].item(),
+        }
 
     def _evaluate(self, epoch: int) -> dict[str, Any]:
         """FID (and configured extras) on evaluation epochs; all ranks take part."""
@@ -324,8 +398,15 @@ class Trainer:
 
         G = self.state.G_ema if self.state.G_ema is not None else unwrap(self.state.G)
         return evaluate_generator(
-            G, m, self.cfg.data, self.storage, join(self.cfg.storage.uri, "_cache", "fid-stats"),
-            self.ctx.device, rank=self.ctx.rank, world_size=self.ctx.world_size, seed=self.cfg.train.seed,
+            G,
+            m,
+            self.cfg.data,
+            self.storage,
+            join(self.cfg.storage.uri, "_cache", "fid-stats"),
+            self.ctx.device,
+            rank=self.ctx.rank,
+            world_size=self.ctx.world_size,
+            seed=self.cfg.train.seed,
         )
 
     # ------------------------------------------------------------ artifacts

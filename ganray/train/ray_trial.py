@@ -1,0 +1,141 @@
+"""One trial = one Ray Train run of the same loop, on DDP workers.
+
+The worker function wraps ``Trainer`` (ganray.train.loop): G and D are each
+passed through ``ray.train.torch.prepare_model`` (DDP, ``broadcast_buffers=False``
+because BatchNorm running stats are updated in several forwards per step and
+an in-place broadcast between them would break autograd), rank 0 writes every
+artifact through the storage layer, and every rank reports once per epoch.
+Rank 0 registers each checkpoint with Ray as a small directory holding a
+pointer to the checkpoint on ganray's storage, so the bytes exist once.
+
+Fault tolerance: ``FailureConfig(max_failures)`` restarts the worker group, and
+``Trainer`` resumes from the run's newest good checkpoint on ganray storage,
+which holds the metrics history, so no epoch is counted twice or lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from typing import Any
+
+from ganray.config import Config, build_config
+from ganray.storage import Storage, is_local, join
+
+log = logging.getLogger("ganray.train")
+
+POINTER_FILE = "ganray_checkpoint.json"
+RAY_DIR = "_ray"  # Ray Train's own run state lives beside, not inside, ganray's runs
+
+
+def _report_metrics(row: dict[str, Any]) -> dict[str, Any]:
+    """Ray reports take numbers and strings; None (e.g. no FID this epoch) is dropped."""
+    return {k: v for k, v in row.items() if v is not None}
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train worker entry: build the Trainer for this rank and fit."""
+    import ray.train
+    import ray.train.torch
+
+    from ganray.logs import setup_logging
+    from ganray.train.distributed import DistContext
+    from ganray.train.loop import Trainer
+
+    setup_logging()
+    cfg = build_config(loop_config["config"])
+    ctx = DistContext.from_process_group(device=ray.train.torch.get_device())
+
+    def wrap(module):
+        return ray.train.torch.prepare_model(module, parallel_strategy_kwargs={"broadcast_buffers": False})
+
+    def report(row: dict[str, Any], ckpt_uri: str | None) -> None:
+        metrics = _report_metrics(row)
+        if ckpt_uri is None:
+            ray.train.report(metrics)
+            return
+        metrics["checkpoint_uri"] = ckpt_uri
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, POINTER_FILE), "w") as fh:
+                json.dump({"uri": ckpt_uri, "epoch": row["epoch"]}, fh)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+    Trainer(cfg, ctx, wrap=wrap, on_epoch_end=report).fit()
+
+
+def wants_gpu(cfg: Config) -> bool:
+    """'auto' uses GPUs when the connected cluster has any."""
+    import ray
+
+    if cfg.train.use_gpu == "auto":
+        return ray.cluster_resources().get("GPU", 0) > 0
+    return cfg.train.use_gpu == "yes"
+
+
+def ray_storage(cfg: Config) -> tuple[str, Any]:
+    """(storage_path, storage_filesystem) for Ray's RunConfig from ganray's storage settings."""
+    root = join(cfg.storage.uri, RAY_DIR)
+    if is_local(root):
+        return os.path.abspath(root), None
+    fs, path = Storage.from_config(cfg.storage).arrow_fs(root)
+    return path, fs
+
+
+def build_trainer(cfg: Config, callbacks: list | None = None):
+    """The TorchTrainer for one trial (used by the CLI and by each Tune trial)."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from ganray.train.loop import run_name_for
+
+    use_gpu = wants_gpu(cfg)
+    resources = {"CPU": cfg.train.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = 1
+    storage_path, storage_fs = ray_storage(cfg)
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg.to_dict()},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.train.workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=run_name_for(cfg),
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+            callbacks=callbacks or [],
+        ),
+    )
+
+
+def connect(address: str | None = None) -> None:
+    """Join a running Ray cluster (address, RAY_ADDRESS or 'auto'), else start a local one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    target = address or os.environ.get("RAY_ADDRESS") or "auto"
+    try:
+        ray.init(address=target, log_to_driver=True)
+    except ConnectionError:
+        if address:
+            raise
+        log.info("no Ray cluster reachable; starting a local one")
+        ray.init(log_to_driver=True)
+
+
+def run_trial(cfg: Config, address: str | None = None) -> dict[str, Any]:
+    """Run one trial on the Ray cluster; return its last reported metrics."""
+    from ganray.train.loop import run_uri_for
+
+    Storage.from_config(cfg.storage).check_writable(cfg.storage.uri)
+    connect(address)
+    result = build_trainer(cfg).fit()
+    if result.error:
+        raise result.error
+    log.info("trial finished: %s", run_uri_for(cfg))
+    return dict(result.metrics or {})
