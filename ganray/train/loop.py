@@ -35,6 +35,8 @@ from ganray.train.step import GanState, gan_step, sample_slice
 
 log = logging.getLogger("ganray.train")
 
+ERROR_FILE = "error.json"  # why a run stopped early (read by the Ray trial driver)
+
 EpochHook = Callable[[dict[str, Any], "str | None"], None]
 
 
@@ -274,9 +276,19 @@ class Trainer:
         if self.ctx.is_main and self.epoch == 0:
             self.storage.write_text(join(self.run_uri, "config.yaml"), c.to_yaml())
             self._save_grid(0)
+        if self.ctx.is_main:
+            self.storage.remove(join(self.run_uri, ERROR_FILE))
         t_start = time.time()
         while self.epoch < c.train.epochs:
-            row = self._train_epoch(self.epoch + 1, t_start)
+            try:
+                row = self._train_epoch(self.epoch + 1, t_start)
+            except NonFiniteLossError as e:
+                if self.ctx.is_main:
+                    self.storage.write_text(
+                        join(self.run_uri, ERROR_FILE),
+                        json.dumps({"error": "NonFiniteLossError", "message": str(e)}),
+                    )
+                raise
             self.epoch += 1
             self.history.append(row)
             uri = self._save_artifacts(row)

@@ -42,7 +42,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     from ganray.logs import setup_logging
     from ganray.train.distributed import DistContext
-    from ganray.train.loop import Trainer
+    from ganray.train.loop import NonFiniteLossError, Trainer
 
     setup_logging()
     cfg = build_config(loop_config["config"])
@@ -62,7 +62,22 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 json.dump({"uri": ckpt_uri, "epoch": row["epoch"]}, fh)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
-    Trainer(cfg, ctx, wrap=wrap, on_epoch_end=report).fit()
+    try:
+        Trainer(cfg, ctx, wrap=wrap, on_epoch_end=report).fit()
+    except NonFiniteLossError:
+        # Deterministic: a restart would hit the same NaN, so end the workers
+        # cleanly; raise_if_failed() turns error.json into the trial's error.
+        return
+
+
+def raise_if_failed(cfg: Config) -> None:
+    """Raise the error a run recorded in error.json (e.g. a NaN loss), if any."""
+    from ganray.train.loop import ERROR_FILE, NonFiniteLossError, run_uri_for
+
+    storage = Storage.from_config(cfg.storage)
+    uri = join(run_uri_for(cfg), ERROR_FILE)
+    if storage.exists(uri):
+        raise NonFiniteLossError(json.loads(storage.read_text(uri))["message"])
 
 
 def wants_gpu(cfg: Config) -> bool:
@@ -137,5 +152,6 @@ def run_trial(cfg: Config, address: str | None = None) -> dict[str, Any]:
     result = build_trainer(cfg).fit()
     if result.error:
         raise result.error
+    raise_if_failed(cfg)
     log.info("trial finished: %s", run_uri_for(cfg))
     return dict(result.metrics or {})

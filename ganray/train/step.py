@@ -1,9 +1,9 @@
 """One GAN training step: a discriminator update, then a generator update.
 
 Knows nothing of Ray. G and D may be DDP-wrapped; the step only calls the
-wrapper where gradients must be synchronised (D in its own update, G in its
-own update) and the plain module elsewhere, so DDP never all-reduces gradients
-that are thrown away.
+wrapper where gradients must be synchronised (D in its update, G for the
+forward whose backward trains it) and the plain module elsewhere, so DDP never
+all-reduces gradients that are thrown away.
 
 Noise is drawn for the *global* batch from a generator seeded identically on
 every rank, and each rank takes its slice: a run on W workers then sees the
@@ -82,13 +82,25 @@ def _backward_and_step(
     scaler.update()
 
 
-def d_update(state: GanState, real: torch.Tensor, cfg: TrainConfig, grad_clip: float, ctx: DistContext):
-    """One discriminator update; returns detached (loss, acc_real, acc_fake)."""
-    G_plain, D = unwrap(state.G), state.D
-    n = real.shape[0]
-    z = sample_slice(state.noise, n * ctx.world_size, (G_plain.latent_dim,), ctx)
-    with torch.no_grad(), _autocast(state, ctx.device):
-        fake = G_plain(z)
+def d_update(
+    state: GanState,
+    real: torch.Tensor,
+    cfg: TrainConfig,
+    grad_clip: float,
+    ctx: DistContext,
+    fake: torch.Tensor | None = None,
+):
+    """One discriminator update; returns detached (loss, acc_real, acc_fake).
+
+    ``fake`` (detached) is reused from the step's G forward; without it the
+    update draws its own fakes (extra D steps when ``d_steps > 1``).
+    """
+    D, n = state.D, real.shape[0]
+    if fake is None:
+        G_plain = unwrap(state.G)
+        z = sample_slice(state.noise, n * ctx.world_size, (G_plain.latent_dim,), ctx)
+        with torch.no_grad(), _autocast(state, ctx.device):
+            fake = G_plain(z)
     with _autocast(state, ctx.device):
         real_logits = D(real).float()
         fake_logits = D(fake).float()
@@ -101,16 +113,13 @@ def d_update(state: GanState, real: torch.Tensor, cfg: TrainConfig, grad_clip: f
     return loss.detach(), acc_real, acc_fake
 
 
-def g_update(state: GanState, batch: int, cfg: TrainConfig, grad_clip: float, ctx: DistContext):
-    """One generator update through a frozen D; returns the detached loss."""
-    D_plain = unwrap(state.D)
-    G_plain = unwrap(state.G)
+def g_update(state: GanState, fake: torch.Tensor, cfg: TrainConfig, grad_clip: float):
+    """One generator update on ``fake`` (with its graph) through a frozen D; detached loss out."""
+    D_plain, G_plain = unwrap(state.D), unwrap(state.G)
     D_plain.requires_grad_(False)  # no D gradients during the G update: saves compute
     try:
-        z = sample_slice(state.noise, batch * ctx.world_size, (G_plain.latent_dim,), ctx)
-        with _autocast(state, ctx.device):
-            fake_logits = D_plain(state.G(z)).float()
-            loss = losses.g_loss(cfg.loss, fake_logits)
+        with _autocast(state, fake.device):
+            loss = losses.g_loss(cfg.loss, D_plain(fake).float())
         _backward_and_step(loss, state.opt_g, G_plain.parameters(), state.scaler_g, grad_clip)
     finally:
         D_plain.requires_grad_(True)
@@ -133,10 +142,17 @@ def gan_step(
 ) -> dict[str, torch.Tensor]:
     """``cfg.d_steps`` D updates on ``real`` then one G update; detached tensors out.
 
-    Returns tensors (not floats) so the loop can accumulate without a
-    device sync per step.
+    As in the DCGAN recipe, one G forward per step serves both updates: D
+    sees the fakes detached, then G is trained through the updated D on the
+    same fakes. Returns tensors (not floats) so the loop can accumulate
+    without a device sync per step.
     """
-    for _ in range(cfg.d_steps):
-        d_loss, acc_real, acc_fake = d_update(state, real, cfg, optim_cfg.grad_clip, ctx)
-    g_loss = g_update(state, real.shape[0], cfg, optim_cfg.grad_clip, ctx)
+    for _ in range(cfg.d_steps - 1):
+        d_update(state, real, cfg, optim_cfg.grad_clip, ctx)
+    latent = unwrap(state.G).latent_dim
+    z = sample_slice(state.noise, real.shape[0] * ctx.world_size, (latent,), ctx)
+    with _autocast(state, ctx.device):
+        fake = state.G(z)  # through DDP: its backward all-reduces G's gradients
+    d_loss, acc_real, acc_fake = d_update(state, real, cfg, optim_cfg.grad_clip, ctx, fake.detach())
+    g_loss = g_update(state, fake, cfg, optim_cfg.grad_clip)
     return {"d_loss": d_loss, "g_loss": g_loss, "d_acc_real": acc_real, "d_acc_fake": acc_fake}
