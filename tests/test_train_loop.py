@@ -62,7 +62,8 @@ def test_run_writes_the_documented_layout(tmp_path):
         assert key in row
     assert row["images_seen"] == 2 * 6 * 32
     assert row["lr_g"] == pytest.approx(2e-4 * 0.5)  # step schedule: halved after epoch 1
-    assert json.loads(s.read_text(join(run, "done.json")))["epoch"] == 2
+    done = json.loads(s.read_text(join(run, "done.json")))
+    assert done["epochs"] == 2 and done["last"]["epoch"] == 2 and done["resumed_at"] == []
 
 
 def test_resume_is_bit_for_bit(tmp_path):
@@ -99,6 +100,20 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert [c.epoch for c in ckpt.list_checkpoints(s, run)] == [1]
     assert ckpt.load_latest(s, run)["epoch"] == 1
     assert "NonFiniteLossError" in s.read_text(join(run, "error.json"))
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    fit(tiny(tmp_path, "train.keep_checkpoints=5"))
+    s, run = Storage(), join(str(tmp_path), "run")
+    latest = ckpt.checkpoint_uri(run, 2)
+    s.write_bytes(latest, s.read_bytes(latest)[:-50] + b"x" * 50)  # damaged bytes
+    with caplog.at_level("WARNING", logger="ganray"):
+        trainer = Trainer(tiny(tmp_path, "train.keep_checkpoints=5", "train.epochs=3"))
+    assert trainer.epoch == 1 and "corrupt" in caplog.text and "epoch_0002.pt" in caplog.text
+    history = trainer.fit()
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert [r["epoch"] for r in artifacts.read_metrics(s, run)] == [1, 2, 3]
+    assert json.loads(s.read_text(join(run, "done.json")))["resumed_at"] == [1]
 
 
 def test_other_architecture_checkpoint_is_refused(tmp_path):

@@ -88,8 +88,10 @@ class Batches:
         ctx: DistContext,
         shuffle: bool = True,
         max_steps: int = 0,
+        partial: bool = False,
     ) -> None:
         self.images = images
+        self.partial = partial  # keep a last, smaller batch (validation)
         self.indices = torch.as_tensor(indices, dtype=torch.long)
         self.batch = batch
         self.ctx = ctx
@@ -99,13 +101,13 @@ class Batches:
             rank=ctx.rank,
             shuffle=shuffle,
             seed=seed,
-            drop_last=True,
+            drop_last=not partial,  # else ranks' shares are padded to equal length
         )
         self.max_steps = max_steps
         self.pin = ctx.device.type == "cuda"
 
     def __len__(self) -> int:
-        n = len(self.sampler) // self.batch
+        n = -(-len(self.sampler) // self.batch) if self.partial else len(self.sampler) // self.batch
         return min(n, self.max_steps) if self.max_steps else n
 
     def epoch(self, epoch: int) -> Iterator[torch.Tensor]:
@@ -143,6 +145,7 @@ class Trainer:
         self._build_data()
         self._build_modules()
         self.epoch, self.images_seen, self.history = 0, 0, []
+        self.resumed_at: list[int] = []  # epochs this run was resumed from (restarts, reruns)
         self._resume()
         if wrap is not None:
             self.state.G, self.state.D = wrap(self.state.G), wrap(self.state.D)
@@ -163,7 +166,7 @@ class Trainer:
             max_steps=c.train.max_steps_per_epoch,
         )
         self.val_batches = Batches(
-            ds.images_uint8, _subset_indices(val), local_batch, c.train.seed, ctx, shuffle=False
+            ds.images_uint8, _subset_indices(val), local_batch, c.train.seed, ctx, shuffle=False, partial=True
         )
         if len(self.train_batches) == 0:
             raise ValueError(
@@ -205,6 +208,7 @@ class Trainer:
             "epoch": self.epoch,
             "images_seen": self.images_seen,
             "history": self.history,
+            "resumed_at": self.resumed_at,
             "config": self.cfg.to_dict(),
             "G": unwrap(s.G).state_dict(),
             "D": unwrap(s.D).state_dict(),
@@ -254,6 +258,7 @@ class Trainer:
         random.setstate(rng["python"])
         s.extra = sd.get("extra", {})
         self.epoch, self.images_seen, self.history = sd["epoch"], sd["images_seen"], list(sd["history"])
+        self.resumed_at = [*sd.get("resumed_at", []), self.epoch]
 
     def _resume(self) -> None:
         """Continue from the newest good checkpoint of this run, if any (rank 0 decides)."""
@@ -296,7 +301,14 @@ class Trainer:
                 self.on_epoch_end(row, uri)
         if self.ctx.is_main:
             self.storage.write_text(
-                join(self.run_uri, "done.json"), json.dumps(self.history[-1] if self.history else {})
+                join(self.run_uri, "done.json"),
+                json.dumps(
+                    {
+                        "epochs": self.epoch,
+                        "resumed_at": self.resumed_at,
+                        "last": self.history[-1] if self.history else {},
+                    }
+                ),
             )
         return self.history
 
@@ -378,22 +390,19 @@ class Trainer:
         G.eval()
         D.eval()
         gen = torch.Generator(device=ctx.device).manual_seed(c.train.seed + 7919)
-        sums = torch.zeros(4, device=ctx.device)
+        sums = torch.zeros(5, device=ctx.device)  # four per-image sums and the image count
         for real in self.val_batches.epoch(0):
-            z = sample_slice(gen, real.shape[0] * ctx.world_size, (G.latent_dim,), ctx)
+            n = real.shape[0]
+            z = sample_slice(gen, n * ctx.world_size, (G.latent_dim,), ctx)
             rl, fl = D(real).float(), D(G(z)).float()
             acc_r, acc_f = losses.d_accuracy(rl, fl)
-            sums += torch.stack(
-                [
-                    losses.d_loss(c.train.loss, rl, fl, drift=c.train.drift),
-                    losses.g_loss(c.train.loss, fl),
-                    acc_r,
-                    acc_f,
-                ]
-            )
+            d_l = losses.d_loss(c.train.loss, rl, fl, drift=c.train.drift)
+            g_l = losses.g_loss(c.train.loss, fl)
+            sums += torch.stack([d_l * n, g_l * n, acc_r * n, acc_f * n, real.new_tensor(float(n))])
         G.train()
         D.train()
-        v = ctx.all_reduce_sum(sums) / (len(self.val_batches) * ctx.world_size)
+        total = ctx.all_reduce_sum(sums)
+        v = total[:4] / total[4]
         return {
             "val_d_loss": v[0].item(),
             "val_g_loss": v[1].item(),

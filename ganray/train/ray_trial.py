@@ -1,9 +1,10 @@
 """One trial = one Ray Train run of the same loop, on DDP workers.
 
 The worker function wraps ``Trainer`` (ganray.train.loop): G and D are each
-passed through ``ray.train.torch.prepare_model`` (DDP, ``broadcast_buffers=False``
-because BatchNorm running stats are updated in several forwards per step and
-an in-place broadcast between them would break autograd), rank 0 writes every
+passed through ``ray.train.torch.prepare_model`` (DDP with
+``forward_sync_buffers=False``: BatchNorm running stats are updated in several
+forwards per step, and an in-place buffer broadcast between them would break
+autograd; each rank keeps its own running stats, rank 0's are checkpointed), rank 0 writes every
 artifact through the storage layer, and every rank reports once per epoch.
 Rank 0 registers each checkpoint with Ray as a small directory holding a
 pointer to the checkpoint on ganray's storage, so the bytes exist once.
@@ -49,7 +50,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     ctx = DistContext.from_process_group(device=ray.train.torch.get_device())
 
     def wrap(module):
-        return ray.train.torch.prepare_model(module, parallel_strategy_kwargs={"broadcast_buffers": False})
+        # Weights and buffers are synced once at wrap time; not before every forward.
+        return ray.train.torch.prepare_model(module, parallel_strategy_kwargs={"forward_sync_buffers": False})
 
     def report(row: dict[str, Any], ckpt_uri: str | None) -> None:
         metrics = _report_metrics(row)
