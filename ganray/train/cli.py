@@ -63,9 +63,6 @@ def main(argv: list[str] | None = None) -> None:
     from ganray.train.loop import Trainer
 
     trainer = Trainer(cfg)
-    log.info(
-        "run %s: %d epochs of %s on %s", trainer.run_uri, cfg.train.epochs, cfg.model.arch, trainer.ctx.device
-    )
     history = trainer.fit()
     last = history[-1] if history else {}
     log.info("done: %s", {k: last[k] for k in ("epoch", "d_loss", "g_loss", "fid") if k in last})

@@ -283,6 +283,17 @@ class Trainer:
             self._save_grid(0)
         if self.ctx.is_main:
             self.storage.remove(join(self.run_uri, ERROR_FILE))
+            log.info(
+                "run %s: epochs %d..%d of %s, %d worker(s) on %s, %d torch threads, %d training images",
+                self.run_uri,
+                self.epoch + 1,
+                c.train.epochs,
+                c.model.arch,
+                self.ctx.world_size,
+                self.ctx.device,
+                torch.get_num_threads(),
+                len(self.train_batches.indices),
+            )
         t_start = time.time()
         while self.epoch < c.train.epochs:
             try:

@@ -68,6 +68,9 @@ def test_two_workers_match_one_and_write_artifacts_once(local_ray, tmp_path):
     assert s.listdir(join(run, "samples")) == ["epoch_0000.png", "epoch_0001.png", "epoch_0002.png"]
     assert [c.epoch for c in ckpt.list_checkpoints(s, run)] == [1, 2]
     assert remote["images_seen"] == 2 * 3 * 32
+    # Same output format as the in-process run: same files, same metric columns.
+    assert s.listdir(run) == s.listdir(join(str(tmp_path / "local"), "trial"))
+    assert artifacts.read_metrics(s, run)[-1].keys() == local.history[-1].keys()
 
 
 def _kill_one_worker() -> int:
