@@ -6,8 +6,12 @@ import argparse
 import logging
 import sys
 
+from ganray.checkpoint import CheckpointError
 from ganray.config import ConfigError, load_config
+from ganray.data import DataError
 from ganray.logs import setup_logging
+from ganray.storage import Storage, StorageError
+from ganray.train.loop import NonFiniteLossError
 
 log = logging.getLogger("ganray.train")
 
@@ -52,17 +56,23 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         cfg = config_from_args(args)
-    except ConfigError as e:
+        Storage.from_config(cfg.storage).check_writable(cfg.storage.uri)
+    except (ConfigError, StorageError) as e:
         sys.exit(f"error: {e}")
+    try:
+        last = _run(cfg, args)
+    except (DataError, CheckpointError, NonFiniteLossError) as e:
+        sys.exit(f"error: {e}")
+    log.info("done: %s", {k: last[k] for k in ("epoch", "d_loss", "g_loss", "fid") if k in last})
+
+
+def _run(cfg, args: argparse.Namespace) -> dict:
+    """Train in-process, or as a Ray Train trial with --workers; return the last metrics."""
     if args.workers:
         from ganray.train.ray_trial import run_trial
 
-        result = run_trial(cfg, address=args.address)
-        print(result)
-        return
+        return run_trial(cfg, address=args.address)
     from ganray.train.loop import Trainer
 
-    trainer = Trainer(cfg)
-    history = trainer.fit()
-    last = history[-1] if history else {}
-    log.info("done: %s", {k: last[k] for k in ("epoch", "d_loss", "g_loss", "fid") if k in last})
+    history = Trainer(cfg).fit()
+    return history[-1] if history else {}
