@@ -14,13 +14,12 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data.distributed import DistributedSampler
 
 from ganray import checkpoint as ckpt
 from ganray import losses
@@ -30,6 +29,7 @@ from ganray.models import build_models
 from ganray.optim import build_optimizers, build_scheduler
 from ganray.storage import Storage, join
 from ganray.train import artifacts
+from ganray.train.batches import Batches, subset_indices
 from ganray.train.distributed import DistContext, unwrap
 from ganray.train.step import GanState, gan_step, sample_slice
 
@@ -71,62 +71,6 @@ def amp_dtype_for(mode: str, device: torch.device) -> torch.dtype | None:
     return torch.float16 if mode == "fp16" else torch.bfloat16
 
 
-class Batches:
-    """Global-batch-consistent minibatches of uint8 images, scaled to [-1, 1] on the device.
-
-    Indexes the in-memory uint8 tensor directly (no per-image collation).
-    The DistributedSampler (also with one worker) fixes the order per epoch from
-    the seed, so a run's data order does not depend on RNG state or worker count.
-    """
-
-    def __init__(
-        self,
-        images: torch.Tensor,
-        indices: list[int],
-        batch: int,
-        seed: int,
-        ctx: DistContext,
-        shuffle: bool = True,
-        max_steps: int = 0,
-        partial: bool = False,
-    ) -> None:
-        self.images = images
-        self.partial = partial  # keep a last, smaller batch (validation)
-        self.indices = torch.as_tensor(indices, dtype=torch.long)
-        self.batch = batch
-        self.ctx = ctx
-        self.sampler = DistributedSampler(
-            range(len(indices)),
-            num_replicas=ctx.world_size,
-            rank=ctx.rank,
-            shuffle=shuffle,
-            seed=seed,
-            drop_last=not partial,  # else ranks' shares are padded to equal length
-        )
-        self.max_steps = max_steps
-        self.pin = ctx.device.type == "cuda"
-
-    def __len__(self) -> int:
-        n = -(-len(self.sampler) // self.batch) if self.partial else len(self.sampler) // self.batch
-        return min(n, self.max_steps) if self.max_steps else n
-
-    def epoch(self, epoch: int) -> Iterator[torch.Tensor]:
-        self.sampler.set_epoch(epoch)
-        order = self.indices[torch.as_tensor(list(self.sampler), dtype=torch.long)]
-        for i in range(len(self)):
-            x = self.images[order[i * self.batch : (i + 1) * self.batch]]
-            if self.pin:
-                x = x.pin_memory()
-            x = x.to(self.ctx.device, non_blocking=True).float().div_(127.5).sub_(1.0)
-            if self.ctx.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x
-
-
-def _subset_indices(subset: Any) -> list[int]:
-    return list(subset.indices) if hasattr(subset, "indices") else list(range(len(subset)))
-
-
 class Trainer:
     """Owns one run's modules and state; ``fit()`` trains the remaining epochs."""
 
@@ -159,14 +103,14 @@ class Trainer:
         self.dataset = ds
         self.train_batches = Batches(
             ds.images_uint8,
-            _subset_indices(train),
+            subset_indices(train),
             local_batch,
             c.train.seed,
             ctx,
             max_steps=c.train.max_steps_per_epoch,
         )
         self.val_batches = Batches(
-            ds.images_uint8, _subset_indices(val), local_batch, c.train.seed, ctx, shuffle=False, partial=True
+            ds.images_uint8, subset_indices(val), local_batch, c.train.seed, ctx, shuffle=False, partial=True
         )
         if len(self.train_batches) == 0:
             raise ValueError(
