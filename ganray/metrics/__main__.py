@@ -1,0 +1,7 @@
+"""``python -m ganray.metrics {fid,train-backbone}``."""
+
+import sys
+
+from ganray.metrics.cli import main
+
+sys.exit(main())
