@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(PY) -m ganray.train --config quickstart --storage $(RUNS)
+	$(PY) -m ganray.tune --space tune_spaces/quickstart.yaml --storage $(RUNS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -42,7 +42,8 @@ class Scored:
 
 
 MetricFn = Callable[[Scored], dict[str, Any]]
-# name -> (is it switched on in this config?, the metric). Filled at import time.
+# name -> (is it switched on in this config?, the metric, does it need reference features?).
+# Filled at import time by @register_metric.
 _METRICS: dict[str, tuple[Callable[[MetricsConfig], bool], MetricFn, bool]] = {}
 
 

@@ -1,0 +1,127 @@
+"""``python -m ganray.tune``: run or resume a hyperparameter search described by a space file.
+
+    python -m ganray.tune --space tune_spaces/quickstart.yaml --storage s3://bucket/searches
+
+Re-running the same command (or adding --resume) continues an interrupted
+experiment (STORAGE/NAME, NAME defaulting to the space file's name) with its
+finished trials and the searcher's history kept. Exit status: 0 when at least
+one trial was evaluated, 1 when none was, 2 when the search could not start,
+3 when it was interrupted (Ctrl-C) before all trials ended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ganray.config import ConfigError
+from ganray.logs import setup_logging
+
+log = logging.getLogger("ganray.tune")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m ganray.tune",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--space", required=True, help="search-space YAML file (see tune_spaces/)")
+    p.add_argument(
+        "--storage", required=True, help="where experiments go: a local path or s3://bucket/prefix"
+    )
+    p.add_argument(
+        "--name", default="", help="experiment name under --storage (default: the space file's name)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="require an existing experiment to resume (re-running without it resumes too)",
+    )
+    p.add_argument(
+        "--num-samples", type=int, default=None, help="number of trials (overrides tune.num_samples)"
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=0,
+        help="trials at once (default: tune.max_concurrent_trials, else what the cluster fits)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fix a config value for every trial, e.g. --set train.epochs=2 (repeatable)",
+    )
+    p.add_argument(
+        "--endpoint-url", default="", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL, else AWS)"
+    )
+    p.add_argument("--region", default="", help="S3 region (default: AWS_REGION / AWS_DEFAULT_REGION)")
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address (default: RAY_ADDRESS, a running cluster, else a new local one; "
+        "'local' forces a new local one)",
+    )
+    p.add_argument(
+        "--retry-errored",
+        action="store_true",
+        help="on resume, run errored trials again from their last checkpoint (default: keep them errored)",
+    )
+    p.add_argument(
+        "--no-data-check",
+        dest="check_data",
+        action="store_false",
+        help="skip reading the training data on the driver before the search starts",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    args = parse_args(argv)
+    from ganray.tune.driver import SearchError, SearchOptions, run_search
+    from ganray.tune.outcome import table
+    from ganray.tune.space import load_space
+
+    try:
+        space = load_space(args.space, args.overrides, args.num_samples)
+        opts = SearchOptions(
+            storage_uri=args.storage,
+            name=args.name,
+            resume=args.resume,
+            endpoint_url=args.endpoint_url,
+            region=args.region,
+            address=args.address,
+            max_concurrent=args.max_concurrent,
+            retry_errored=args.retry_errored,
+            check_data=args.check_data,
+        )
+        outcome = run_search(space, opts)
+    except (ConfigError, SearchError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"\nexperiment {outcome.experiment_uri}\n")
+    print(table(outcome))
+    unfinished = [t.trial_id for t in outcome.trials if t.status == "unfinished"]
+    if unfinished:
+        print(f"\nsearch interrupted with {len(unfinished)} unfinished trial(s); re-run the same command "
+              f"to resume it", file=sys.stderr)  # fmt: skip
+        return 3
+    best = outcome.best
+    if best is None:
+        print(f"\nno trial produced {outcome.metric}; see the errors above", file=sys.stderr)
+        return 1
+    print(
+        f"\nbest: trial {best.trial_id}, {outcome.metric} {best.best:.2f} at epoch {best.best_epoch}, "
+        f"checkpoint {best.checkpoint_uri}"
+    )
+    print(f"written: {outcome.experiment_uri}/best.json, {outcome.experiment_uri}/results.parquet")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

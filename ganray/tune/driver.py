@@ -1,0 +1,394 @@
+"""The search driver: Ray Tune + Optuna (TPE) + ASHA over Ray Train trials.
+
+Experiment layout (EXPERIMENT = STORAGE/NAME, a local path or s3://bucket/prefix/NAME)::
+
+    EXPERIMENT/
+      space.yaml            the resolved space (base config expanded, --set applied)
+      _tune/                Ray Tune's experiment state (Tuner.restore reads it)
+      trials/TRIAL_ID/      one ganray run per trial (see ganray.train.artifacts)
+      trials/_ray/TRIAL_ID  Ray Train's run state for that trial
+      trials/_cache/        FID reference statistics shared by the trials
+      best.json             the best trial, its config, best metric and checkpoint URI
+      results.parquet       every epoch of every trial, with its params and status
+
+Each Tune trial is a function (``run_trial``) holding ~0 CPU that builds the
+trial's TorchTrainer (``ganray.train.ray_trial.build_trainer``) and fits it; a
+Train callback forwards every epoch report to Tune. The objective Tune, Optuna
+and ASHA see is ``best_<metric>``: the trial's running best of the metric over
+its evaluation epochs (NaN before the first one). OptunaSearch tells the study
+the *last* result of a trial, so reporting the running best makes that the
+trial's best FID, not its final one; ASHA compares trials at epochs
+grace_period * reduction_factor**k, which the space validation keeps on
+evaluation epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from typing import Any
+
+import yaml
+
+from ganray.config import ConfigError
+from ganray.storage import Storage, StorageError, is_local, join
+from ganray.tune.space import Space
+
+log = logging.getLogger("ganray.tune")
+
+# The Tune trial only waits on its Train run, so it holds no CPU: the cores go to
+# the Train workers (train.workers x train.cpus_per_worker), and concurrency is
+# computed from those. Ray rejects an all-zero request, hence 1 MiB of memory.
+TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 2**20}
+TUNE_DIR = "_tune"
+TRIALS_DIR = "trials"
+SPACE_FILE = "space.yaml"
+
+
+class SearchError(RuntimeError):
+    """The search cannot start (storage, data, cluster, an incompatible earlier experiment)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialContext:
+    """What every trial needs besides its sampled params (shipped with tune.with_parameters)."""
+
+    space: Space
+    experiment_uri: str
+    endpoint_url: str = ""
+    region: str = ""
+
+    @property
+    def trials_uri(self) -> str:
+        return join(self.experiment_uri, TRIALS_DIR)
+
+    def trial_config(self, sampled: dict[str, Any], trial_id: str):
+        storage = {
+            "uri": self.trials_uri,
+            "run_name": trial_id,
+            "endpoint_url": self.endpoint_url,
+            "region": self.region,
+        }
+        return self.space.trial_config(sampled, storage)
+
+
+# ---------------------------------------------------------------- the trial
+
+
+def better(a: float, b: float | None, mode: str) -> bool:
+    return b is None or (a < b if mode == "min" else a > b)
+
+
+def finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def best_of(history: list[dict[str, Any]], metric: str, mode: str) -> tuple[float | None, int | None]:
+    """(best value, its epoch) of ``metric`` over a run's epochs; (None, None) if never evaluated."""
+    best, epoch = None, None
+    for row in history:
+        v = row.get(metric)
+        if finite(v) and better(float(v), best, mode):
+            best, epoch = float(v), int(row["epoch"])
+    return best, epoch
+
+
+def read_history(storage: Storage, run_uri: str) -> list[dict[str, Any]]:
+    """A run's metrics.jsonl rows (see ganray.train.artifacts), read without importing torch:
+    this runs in the Tune trial and Train controller processes, where start-up time counts."""
+    import json
+
+    uri = join(run_uri, "metrics.jsonl")
+    if not storage.exists(uri):
+        return []
+    return [json.loads(line) for line in storage.read_text(uri).splitlines() if line.strip()]
+
+
+def _forwarder(metric: str, mode: str, best: float | None, trial_id: str, epochs: int):
+    """A TuneReportCallback that adds the running best of ``metric`` to every report."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class ForwardToTune(TuneReportCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.best = best
+
+        def after_report(self, run_context, metrics, checkpoint):
+            from ganray.logs import setup_logging
+
+            setup_logging()
+            row = dict(metrics[0])  # rank 0's report: the whole epoch's row
+            v = row.get(metric)
+            if finite(v) and better(float(v), self.best, mode):
+                self.best = float(v)
+            row[f"best_{metric}"] = self.best if self.best is not None else float("nan")
+            shown = f"{metric} {v:.2f}" if finite(v) else f"no {metric} this epoch"
+            log.info(
+                "trial %s epoch %s/%d: %s, best %s, d_loss %.3f, g_loss %.3f",
+                trial_id,
+                row.get("epoch"),
+                epochs,
+                shown,
+                f"{self.best:.2f}" if self.best is not None else "-",
+                row.get("d_loss", float("nan")),
+                row.get("g_loss", float("nan")),
+            )
+            super().after_report(run_context, [row], checkpoint)
+
+    return ForwardToTune()
+
+
+def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
+    """The Tune trainable: fit this trial's TorchTrainer, forwarding each epoch's report."""
+    from ray import tune
+
+    from ganray.logs import setup_logging
+    from ganray.train.ray_trial import build_trainer, raise_if_failed
+
+    setup_logging()
+    trial_id = tune.get_context().get_trial_id()
+    cfg = ctx.trial_config(config, trial_id)
+    storage = Storage.from_config(cfg.storage)
+    run_uri = join(cfg.storage.uri, cfg.storage.run_name)
+    metric, mode = ctx.space.tune.metric, ctx.space.tune.mode
+    history = read_history(storage, run_uri)
+    best, _ = best_of(history, metric, mode)
+    if history and storage.exists(join(run_uri, "done.json")):
+        # Finished before an interruption, but the experiment state had not
+        # recorded it yet: report the stored result instead of training again.
+        log.info("trial %s already finished (%s); reporting its stored result", trial_id, run_uri)
+        row = {k: v for k, v in history[-1].items() if v is not None}
+        tune.report({**row, f"best_{metric}": best if best is not None else float("nan")})
+        return
+    log.info("trial %s: %s", trial_id, ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(config.items())))
+    build_trainer(cfg, callbacks=[_forwarder(metric, mode, best, trial_id, cfg.train.epochs)]).fit()
+    # A NaN loss ends the workers cleanly (no Train retries: it is deterministic)
+    # and leaves error.json; raising it marks this trial errored with the reason.
+    raise_if_failed(cfg)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def experiment_uri_for(storage_uri: str, name: str) -> str:
+    root = os.path.abspath(storage_uri) if is_local(storage_uri) and "://" not in storage_uri else storage_uri
+    return join(root, name)
+
+
+def tune_location(experiment_uri: str, storage: Storage) -> tuple[str, Any]:
+    """(path, pyarrow filesystem or None) of Tune's experiment state, as ray_trial does for Train."""
+    path = join(experiment_uri, TUNE_DIR)
+    if is_local(path):
+        return os.path.abspath(path.removeprefix("file://")), None
+    fs, inner = storage.arrow_fs(path)
+    return inner, fs
+
+
+def preflight(ctx: TrialContext, storage: Storage, check_data: bool = True) -> None:
+    """Fail before any trial runs: storage writable (bucket, credentials), data readable."""
+    try:
+        storage.check_writable(ctx.experiment_uri)
+    except StorageError as e:
+        raise SearchError(str(e)) from None
+    if check_data:
+        from ganray.data.build import load_split
+
+        cfg = ctx.trial_config({}, "preflight")
+        try:
+            load_split(cfg.data, "train", storage, limit=1)
+        except Exception as e:  # noqa: BLE001 - any reader error means trials would fail
+            raise SearchError(f"training data is not readable: {e}") from None
+
+
+def record_space(storage: Storage, ctx: TrialContext, resuming: bool) -> None:
+    """Write EXPERIMENT/space.yaml; when resuming, first check it matches (same space and settings)."""
+    uri = join(ctx.experiment_uri, SPACE_FILE)
+    now = yaml.safe_load(yaml.safe_dump(ctx.space.to_dict(), sort_keys=False))
+    if resuming and storage.exists(uri):
+        before = yaml.safe_load(storage.read_text(uri))
+        if before != now:
+            raise SearchError(
+                f"experiment {ctx.experiment_uri} was started with a different space or settings "
+                f"({_first_difference(before, now)}); re-run it with the same space file and options, "
+                f"or pass --name for a new experiment"
+            )
+        return
+    storage.write_text(uri, yaml.safe_dump(now, sort_keys=False))
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{where}.{k}" if where else str(k))
+    return f"{where}: was {a!r}, now {b!r}"
+
+
+def trial_resources(ctx: TrialContext, cluster: dict[str, float]) -> tuple[float, float]:
+    """(CPUs, GPUs) one trial's Train workers reserve (one GPU each when they use GPUs)."""
+    cfg = ctx.trial_config({}, "resources")
+    use_gpu = cfg.train.use_gpu == "yes" or (cfg.train.use_gpu == "auto" and cluster.get("GPU", 0) > 0)
+    return cfg.train.workers * cfg.train.cpus_per_worker, cfg.train.workers if use_gpu else 0
+
+
+def max_concurrency(ctx: TrialContext, cluster: dict[str, float], override: int = 0) -> int:
+    """Trials that fit on the cluster at once (the space's or --max-concurrent's value wins)."""
+    wanted = override or ctx.space.tune.max_concurrent_trials
+    if wanted:
+        return wanted
+    cpus, gpus = trial_resources(ctx, cluster)
+    fits = [ctx.space.tune.num_samples]
+    if cpus > 0:
+        fits.append(int(cluster.get("CPU", 0) // cpus))
+    if gpus > 0:
+        fits.append(int(cluster.get("GPU", 0) // gpus))
+    n = min(fits)
+    if n < 1:
+        raise SearchError(
+            f"one trial needs {cpus:g} CPUs and {gpus:g} GPUs (train.workers x train.cpus_per_worker) "
+            f"but the cluster has {cluster.get('CPU', 0):g} CPUs and {cluster.get('GPU', 0):g} GPUs; "
+            f"lower train.workers or train.cpus_per_worker"
+        )
+    return n
+
+
+def build_searcher(space: Space, concurrency: int):
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    s = space.tune.searcher
+    if s["sampler"] == "random":
+        sampler = optuna.samplers.RandomSampler(seed=s["seed"])
+    else:
+        has_conditions = any(p.when for p in space.params)
+        kw = {k: s[k] for k in ("n_startup_trials", "multivariate", "group") if k in s}
+        if has_conditions:  # conditional spaces: model each active subset of params jointly
+            kw.setdefault("multivariate", True)
+            kw.setdefault("group", True)
+        sampler = optuna.samplers.TPESampler(seed=s["seed"], **kw)
+    searcher = OptunaSearch(
+        space=space.define_by_run(),
+        metric=space.tune.report_metric,
+        mode=space.tune.mode,
+        points_to_evaluate=[dict(p) for p in space.points] or None,
+        sampler=sampler,
+    )
+    return ConcurrencyLimiter(searcher, max_concurrent=concurrency)
+
+
+def build_scheduler(space: Space):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    s = space.tune.scheduler
+    if s["type"] == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=s["max_t"],
+        grace_period=s["grace_period"],
+        reduction_factor=s["reduction_factor"],
+        brackets=s["brackets"],
+    )
+
+
+# ---------------------------------------------------------------- the search
+
+
+@dataclasses.dataclass
+class SearchOptions:
+    """Command-line settings of one search."""
+
+    storage_uri: str
+    name: str = ""
+    resume: bool = False
+    endpoint_url: str = ""
+    region: str = ""
+    address: str | None = None
+    max_concurrent: int = 0
+    retry_errored: bool = False
+    check_data: bool = True
+
+
+def run_search(space: Space, opts: SearchOptions):
+    """Run (or resume) the search; return its Outcome (see ganray.tune.outcome)."""
+    from ray import tune
+
+    from ganray.train.ray_trial import connect
+    from ganray.tune.outcome import collect, write_outcome
+
+    name = opts.name or space.name
+    storage = Storage(opts.endpoint_url, opts.region)
+    ctx = TrialContext(space, experiment_uri_for(opts.storage_uri, name), opts.endpoint_url, opts.region)
+    try:
+        ctx.trial_config({}, "check")
+    except ConfigError as e:
+        raise SearchError(f"{space.path}: {e}") from None
+    preflight(ctx, storage, opts.check_data)
+    tune_path, tune_fs = tune_location(ctx.experiment_uri, storage)
+    resuming = tune.Tuner.can_restore(tune_path, storage_filesystem=tune_fs)
+    if opts.resume and not resuming:
+        raise SearchError(f"--resume: no experiment to resume at {ctx.experiment_uri}")
+    record_space(storage, ctx, resuming)
+
+    connect(opts.address)
+    import ray
+
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), TRIAL_DRIVER_RESOURCES)
+    if resuming:
+        log.info(
+            "resuming experiment %s (finished trials are kept, unfinished ones continue)", ctx.experiment_uri
+        )
+        tuner = tune.Tuner.restore(
+            tune_path,
+            trainable,
+            resume_unfinished=True,
+            resume_errored=opts.retry_errored,
+            storage_filesystem=tune_fs,
+        )
+    else:
+        concurrency = max_concurrency(ctx, ray.cluster_resources(), opts.max_concurrent)
+        log.info(
+            "experiment %s: %d trials, %d at a time, %s search, %s scheduler, objective %s (%s)",
+            ctx.experiment_uri,
+            space.tune.num_samples,
+            concurrency,
+            space.tune.searcher["sampler"],
+            space.tune.scheduler["type"],
+            space.tune.report_metric,
+            space.tune.mode,
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=space.tune.report_metric,
+                mode=space.tune.mode,
+                num_samples=space.tune.num_samples,
+                search_alg=build_searcher(space, concurrency),
+                scheduler=build_scheduler(space),
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=os.path.basename(tune_path),
+                storage_path=os.path.dirname(tune_path),
+                storage_filesystem=tune_fs,
+                # A trial's Train run retries its own worker failures (train.max_failures);
+                # Tune must not re-run a trial that failed for good (e.g. NaN losses).
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )
+    grid = tuner.fit()
+    outcome = collect(grid, ctx, storage)
+    write_outcome(outcome, storage)
+    return outcome
+
+
+def _trial_name(trial) -> str:
+    return trial.trial_id

@@ -1,0 +1,171 @@
+"""The search service end to end: real local Ray (started by the CLI), real S3 (moto's server on loopback).
+
+- a 2-trial search on S3 (one trial diverges to NaN and is reported errored, the search goes on)
+  writes Tune state, trial runs, best.json and results.parquet; best.json's checkpoint is pulled
+  and turned into an image grid;
+- an interrupted experiment (the driver killed after its first trial finished) resumes without
+  repeating that trial;
+- a missing bucket fails at start-up, before any trial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from ganray.storage import Storage, join
+from ganray.train import artifacts
+
+pytestmark = pytest.mark.integration
+
+RECIPE = {"optim.name": "adam", "optim.lr": 2e-4, "optim.d_lr_ratio": 1.0}
+DIVERGES = {"optim.name": "sgd", "optim.lr": 1.0, "optim.d_lr_ratio": 10.0}  # NaN within the first epoch
+
+
+def test_search_on_s3_pull_and_generate(tmp_path, bucket, s3_endpoint, cli, tiny_space):
+    space = tiny_space(tmp_path / "space.yaml", [RECIPE, DIVERGES], num_samples=2, lr_high=1.0)
+    storage_uri = f"s3://{bucket}/searches"
+    proc = cli.run(
+        "ganray.tune",
+        "--space",
+        space,
+        "--storage",
+        storage_uri,
+        "--name",
+        "e2e",
+        "--endpoint-url",
+        s3_endpoint,
+        "--address",
+        "local",
+        "--max-concurrent",
+        "2",
+    )
+    assert proc.returncode == 0, cli.show(proc)
+
+    s = Storage(s3_endpoint)
+    exp = f"{storage_uri}/e2e"
+    best = json.loads(s.read_text(join(exp, "best.json")))
+    trials = sorted(t for t in s.listdir(join(exp, "trials")) if not t.startswith("_"))
+    assert len(trials) == 2 and best["trial_id"] in trials
+    assert best["params"] == RECIPE and best["status"] == "finished"
+    # The best FID over all evaluated epochs of that trial, and the checkpoint of that epoch.
+    history = artifacts.read_metrics(s, best["run_uri"])
+    assert [r["epoch"] for r in history] == [1, 2]
+    fids = {r["epoch"]: r["fid"] for r in history}
+    assert best["best_fid"] == min(fids.values()) and fids[best["epoch"]] == best["best_fid"]
+    assert best["checkpoint_uri"].endswith(f"checkpoints/epoch_{best['epoch']:04d}.pt")
+    assert s.exists(best["checkpoint_uri"]) and s.exists(best["grid_uri"])
+    # Tune's experiment state, Train's run state and the FID cache are on S3 too.
+    assert s.exists(join(exp, "_tune")) and s.exists(join(exp, "trials", "_ray"))
+    assert s.exists(join(exp, "space.yaml"))
+
+    # The diverged trial is errored with its reason; the search finished anyway.
+    (bad,) = [t for t in trials if t != best["trial_id"]]
+    assert f"{bad} errored:" in proc.stdout and "NonFiniteLossError" in proc.stdout
+    with s.open(join(exp, "results.parquet")) as fh:
+        rows = pq.read_table(fh).to_pylist()
+    statuses = {r["trial_id"]: r["status"] for r in rows}
+    assert statuses == {best["trial_id"]: "finished", bad: "errored"}
+    assert {r["trial_id"] for r in rows if r.get("fid") is not None} == {best["trial_id"]}
+    assert "NonFiniteLossError" in next(r["error"] for r in rows if r["trial_id"] == bad)
+
+    dest = tmp_path / "pulled"
+    proc = cli.run("ganray.pull", exp, "--dest", str(dest), "--endpoint-url", s3_endpoint)
+    assert proc.returncode == 0, cli.show(proc)
+    local = proc.stdout.strip().splitlines()[-1]
+    assert local == str(dest / f"epoch_{best['epoch']:04d}.pt") and os.path.getsize(local) > 0
+    assert (dest / "config.yaml").exists() and (dest / "pull.json").exists()
+
+    out = tmp_path / "grid.png"
+    proc = cli.run("ganray.generate", "--checkpoint", str(dest), "--n", "16", "--out", str(out))
+    assert proc.returncode == 0, cli.show(proc)
+    with Image.open(out) as im:
+        assert im.size == (4 * 34 + 2, 4 * 34 + 2)  # 4x4 grid of 32 px images with 2 px padding
+        assert len(set(im.getdata())) > 16  # not a blank image
+
+
+def test_missing_bucket_fails_before_any_trial(tmp_path, bucket, s3_endpoint, cli, tiny_space):
+    space = tiny_space(tmp_path / "space.yaml", [RECIPE], num_samples=1)
+    t0 = time.time()
+    proc = cli.run(
+        "ganray.tune",
+        "--space",
+        space,
+        "--storage",
+        "s3://no-such-bucket-ganray/x",
+        "--endpoint-url",
+        s3_endpoint,
+        "--address",
+        "local",
+        timeout=120,
+    )
+    assert proc.returncode == 2, cli.show(proc)
+    assert "cannot write to storage 's3://no-such-bucket-ganray/x/space'" in proc.stderr
+    assert "Check that the bucket exists" in proc.stderr
+    assert "Started a local Ray instance" not in proc.stderr and time.time() - t0 < 60
+
+
+def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path, cli, tiny_space):
+    space = tiny_space(tmp_path / "space.yaml", [RECIPE], num_samples=2)
+    storage_uri = str(tmp_path / "runs")
+    args = [
+        "-m",
+        "ganray.tune",
+        "--space",
+        space,
+        "--storage",
+        storage_uri,
+        "--name",
+        "resume",
+        "--address",
+        "local",
+        "--max-concurrent",
+        "1",
+    ]
+    trials_dir = tmp_path / "runs" / "resume" / "trials"
+
+    # Run until the first trial has finished, then kill the driver (and with it its local Ray).
+    log = open(tmp_path / "first.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, *args], cwd=cli.repo, env=cli.env(), stdout=log, stderr=log, start_new_session=True
+    )
+    deadline = time.time() + 600
+    first = None
+    while time.time() < deadline and proc.poll() is None:
+        done = sorted(trials_dir.glob("*/done.json")) if trials_dir.exists() else []
+        if done:
+            first = done[0].parent
+            break
+        time.sleep(0.5)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    log.close()
+    assert first is not None, (tmp_path / "first.log").read_text()[-6000:]
+    finished_at = (first / "done.json").stat().st_mtime_ns
+    started = {p.name for p in trials_dir.iterdir() if not p.name.startswith("_")}
+    assert len(started) <= 2
+
+    # Same command again: Tuner.restore keeps trial 1 and runs the rest of the search.
+    again = subprocess.run(
+        [sys.executable, *args], cwd=cli.repo, env=cli.env(), capture_output=True, text=True, timeout=900
+    )
+    assert again.returncode == 0, cli.show(again)
+    assert "resuming experiment" in again.stderr
+    trials = sorted(p.name for p in trials_dir.iterdir() if not p.name.startswith("_"))
+    assert len(trials) == 2 and first.name in trials
+    assert (first / "done.json").stat().st_mtime_ns == finished_at  # not trained again
+    s = Storage()
+    for t in trials:
+        epochs = [r["epoch"] for r in artifacts.read_metrics(s, str(trials_dir / t))]
+        assert epochs == [1, 2], (t, epochs)  # every epoch exactly once
+    best = json.loads((tmp_path / "runs" / "resume" / "best.json").read_text())
+    assert best["trial_id"] in trials
