@@ -26,6 +26,8 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(PY) -m ganray.tune --space tune_spaces/quickstart.yaml --storage $(RUNS)
+	$(PY) -m ganray.pull $(RUNS)/quickstart --dest $(RUNS)/quickstart-best
+	$(PY) -m ganray.generate --checkpoint $(RUNS)/quickstart-best --n 64 --out $(RUNS)/quickstart-best/grid.png
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -69,7 +69,8 @@ class FidTimer:
         self.warm: dict[int, list[float]] = {}
         self.plain: dict[int, list[float]] = {}
         self.cold: dict[int, float] = {}
-        self.fid: dict[int, float] = {}
+        self.fid: dict[int, float] = {}  # before training (the cold run)
+        self.last_fid: dict[int, float] = {}  # after the last chunk, i.e. after one epoch
 
     def _metrics(self, n: int) -> Any:
         m = copy.deepcopy(self.cfg.metrics)
@@ -86,6 +87,7 @@ class FidTimer:
             self.cold[n], self.fid[n] = dt, out["fid"]
         else:
             (self.plain if plain else self.warm).setdefault(n, []).append(dt)
+            self.last_fid[n] = out["fid"]
 
 
 def measure(cfg: Config, samples: list[int], chunks: int) -> dict[str, Any]:
@@ -114,7 +116,7 @@ def measure(cfg: Config, samples: list[int], chunks: int) -> dict[str, Any]:
     for n in samples:
         warm, plain = statistics.median(timer.warm[n]), statistics.median(timer.plain[n])
         fid[str(n)] = {
-            "fid": timer.fid[n], "cold_s": timer.cold[n], "warm_s": warm, "warm_all_s": timer.warm[n],
+            "fid_before_training": timer.fid[n], "fid_after_epoch": timer.last_fid[n], "cold_s": timer.cold[n], "warm_s": warm, "warm_all_s": timer.warm[n],
             "warm_plain_s": plain, "warm_ratio_to_epoch": warm / epoch_s, "cold_ratio_to_epoch": timer.cold[n] / epoch_s,
             "warm_plain_ratio_to_epoch": plain / epoch_s,
         }  # fmt: skip

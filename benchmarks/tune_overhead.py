@@ -61,6 +61,7 @@ def main() -> None:
     p.add_argument("--num-samples", type=int, default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--storage", default="", help="where the experiment goes (default: a temp dir)")
+    p.add_argument("--name", default="", help="experiment name (default: overhead-<unix time>); must be new")
     p.add_argument("--fifo", action="store_true",
                    help="no early stopping: every trial runs all epochs (isolates the harness from ASHA's "
                         "uneven trial lengths, which leave slots idle at the end)")  # fmt: skip
@@ -70,6 +71,7 @@ def main() -> None:
     import ray
 
     from ganray.logs import setup_logging
+    from ganray.storage import Storage, join
     from ganray.tune.driver import SearchOptions, TrialContext, max_concurrency, run_search
     from ganray.tune.outcome import table
     from ganray.tune.space import load_space
@@ -80,7 +82,9 @@ def main() -> None:
         space.tune.scheduler = {"type": "fifo"}
     with tempfile.TemporaryDirectory() as tmp:
         storage = args.storage or tmp
-        name = f"overhead-{int(time.time())}"
+        name = args.name or f"overhead-{int(time.time())}"
+        if Storage().exists(join(storage, name)):
+            raise SystemExit(f"{join(storage, name)} exists: a re-run would resume it; pick a new --name")
         t0 = time.perf_counter()
         outcome = run_search(space, SearchOptions(storage_uri=storage, name=name, address="local"))
         wall = time.perf_counter() - t0

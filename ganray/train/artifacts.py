@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from ganray.storage import Storage, join
 
@@ -37,6 +36,8 @@ def grid_uri(run_uri: str, epoch: int) -> str:
 
 def images_to_png(images: torch.Tensor, nrow: int | None = None) -> bytes:
     """Encode a batch in [-1, 1] ([N, C, H, W]) as one PNG grid."""
+    from torchvision.utils import make_grid  # lazy: torchvision costs seconds at import
+
     nrow = nrow or max(1, int(math.sqrt(images.shape[0])))
     grid = make_grid(
         images.detach().float().cpu().clamp(-1, 1), nrow=nrow, padding=2, normalize=True, value_range=(-1, 1)

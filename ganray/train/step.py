@@ -124,7 +124,11 @@ def g_update(state: GanState, fake: torch.Tensor, cfg: TrainConfig, grad_clip: f
     finally:
         D_plain.requires_grad_(True)
     if state.G_ema is not None:
-        ema_update(state.G_ema, G_plain, cfg.ema_decay)
+        # Warm-up: early on G_ema follows G closely, else a short run's G_ema would
+        # still hold much of its random initialisation (0.999 needs ~5k steps).
+        step = state.extra.get("ema_step", 0)
+        ema_update(state.G_ema, G_plain, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        state.extra["ema_step"] = step + 1
     return loss.detach()
 
 

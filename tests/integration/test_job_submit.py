@@ -132,7 +132,14 @@ def test_ray_job_submit_runs_the_quickstart_search(ray_head, cli, tmp_path):
         "--set",
         "train.grid_size=16",
     ]
-    proc = subprocess.run(cmd, cwd=cli.repo, env=env, capture_output=True, text=True, timeout=900)
+    # The head's job agent comes up a little after `ray start` returns; until then the
+    # submission is refused before any job exists, so retrying it is safe.
+    deadline = time.time() + 180
+    while True:
+        proc = subprocess.run(cmd, cwd=cli.repo, env=env, capture_output=True, text=True, timeout=900)
+        if proc.returncode == 0 or "No available agent" not in proc.stderr or time.time() > deadline:
+            break
+        time.sleep(3)
     assert proc.returncode == 0 and "succeeded" in proc.stdout, cli.show(proc)
     best = json.loads((storage / "quickstart" / "best.json").read_text())
     assert best["epoch"] in (1, 2) and best["best_fid"] > 0

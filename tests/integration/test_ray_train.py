@@ -74,26 +74,31 @@ def test_two_workers_match_one_and_write_artifacts_once(local_ray, tmp_path):
 
 
 def _kill_one_worker() -> int:
-    from ray.util.state import list_actors
-
-    for actor in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]):
-        if actor.pid:
-            os.kill(actor.pid, signal.SIGKILL)
-            return actor.pid
-    raise AssertionError("no live RayTrainWorker to kill")
+    """SIGKILL one Ray Train worker process, found by its process title (Linux /proc)."""
+    for pid in sorted(int(p) for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                title = fh.read()
+        except OSError:
+            continue
+        if title.startswith(b"ray::RayTrainWorker"):
+            os.kill(pid, signal.SIGKILL)
+            return pid
+    raise AssertionError("no live RayTrainWorker process to kill")
 
 
 def test_killed_worker_resumes_from_checkpoint_without_gaps(local_ray, tmp_path):
     from ganray.train.ray_trial import run_trial
 
-    cfg = cfg_for(tmp_path, "train.workers=2", "train.epochs=4", "train.max_failures=2")
+    # ~35 steps per epoch on 2 workers: several seconds per epoch, so the kill lands mid-run.
+    cfg = cfg_for(tmp_path, "train.workers=2", "train.epochs=4", "train.max_failures=2", "model.ngf=32")
     run, s = join(str(tmp_path), "trial"), Storage()
     killed = {}
 
     def killer():
         deadline = time.time() + 300
         while time.time() < deadline and not ckpt.list_checkpoints(s, run):
-            time.sleep(0.2)
+            time.sleep(0.1)
         killed["pid"] = _kill_one_worker()
 
     t = threading.Thread(target=killer, daemon=True)

@@ -94,7 +94,6 @@ def test_search_on_s3_pull_and_generate(tmp_path, bucket, s3_endpoint, cli, tiny
 
 def test_missing_bucket_fails_before_any_trial(tmp_path, bucket, s3_endpoint, cli, tiny_space):
     space = tiny_space(tmp_path / "space.yaml", [RECIPE], num_samples=1)
-    t0 = time.time()
     proc = cli.run(
         "ganray.tune",
         "--space",
@@ -110,7 +109,7 @@ def test_missing_bucket_fails_before_any_trial(tmp_path, bucket, s3_endpoint, cl
     assert proc.returncode == 2, cli.show(proc)
     assert "cannot write to storage 's3://no-such-bucket-ganray/x/space'" in proc.stderr
     assert "Check that the bucket exists" in proc.stderr
-    assert "Started a local Ray instance" not in proc.stderr and time.time() - t0 < 60
+    assert "Started a local Ray instance" not in proc.stderr  # failed before Ray (or any trial) started
 
 
 def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path, cli, tiny_space):
