@@ -89,6 +89,7 @@ class Trainer:
         self._build_data()
         self._build_modules()
         self.epoch, self.images_seen, self.history = 0, 0, []
+        self._backbone = None  # FID feature network, built on the first evaluation
         self.resumed_at: list[int] = []  # epochs this run was resumed from (restarts, reruns)
         self._resume()
         if wrap is not None:
@@ -371,7 +372,10 @@ class Trainer:
         if not m.fid or (epoch % m.eval_every and epoch != self.cfg.train.epochs):
             return {}
         from ganray.metrics import evaluate_generator
+        from ganray.metrics.backbones import build_backbone
 
+        if self._backbone is None:  # built once per run, not per evaluation
+            self._backbone = build_backbone(m.backbone, m, self.storage, dataset_source=self.cfg.data.source)
         G = self.state.G_ema if self.state.G_ema is not None else unwrap(self.state.G)
         return evaluate_generator(
             G,
@@ -383,6 +387,8 @@ class Trainer:
             rank=self.ctx.rank,
             world_size=self.ctx.world_size,
             seed=self.cfg.train.seed,
+            backbone=self._backbone,
+            dataset=self.dataset,  # the train split this run already decoded
         )
 
     # ------------------------------------------------------------ artifacts
