@@ -277,6 +277,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def add_set_argument(parser: Any, help: str) -> None:
+    """The ``--set KEY=VALUE`` option shared by the CLIs (collected in ``args.overrides``)."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Recursively merge ``extra`` into a copy of ``base``."""
     out = dict(base)

@@ -31,6 +31,7 @@ from ganray.config import (
     DataConfig,
     MetricsConfig,
     StorageConfig,
+    add_set_argument,
     apply_overrides,
     build_config,
     from_dict,
@@ -229,14 +230,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-uri", help="data.uri (path or fsspec URI of the source)")
     p.add_argument("--storage", help="storage.uri (root of runs, reference cache and backbones)")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set data.resolution=64 (repeatable)",
-    )
+    add_set_argument(p, "override a config value, e.g. --set data.resolution=64 (repeatable)")
     p.add_argument("--seed", type=int, default=0)
 
 

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from ganray.checkpoint import CheckpointError
-from ganray.config import ConfigError, load_config
+from ganray.config import ConfigError, add_set_argument, load_config
 from ganray.data import DataError
 from ganray.logs import setup_logging
 from ganray.storage import Storage, StorageError
@@ -22,14 +22,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--storage", help="where runs go: local path or s3://bucket/prefix (storage.uri)")
     p.add_argument("--run-name", help="run folder under --storage (default: derived from the config)")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint (storage.endpoint_url)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.epochs=2 (repeatable)",
-    )
+    add_set_argument(p, "override a config value, e.g. --set train.epochs=2 (repeatable)")
     p.add_argument("--workers", type=int, help="run as a Ray Train trial with N DDP workers")
     p.add_argument("--gpu", action="store_true", help="with --workers: one GPU per worker")
     p.add_argument("--address", default=None, help="Ray cluster address (default: auto, else start local)")

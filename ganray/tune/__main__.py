@@ -15,7 +15,7 @@ import argparse
 import logging
 import sys
 
-from ganray.config import ConfigError
+from ganray.config import ConfigError, add_set_argument
 from ganray.logs import setup_logging
 
 log = logging.getLogger("ganray.tune")
@@ -48,14 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="trials at once (default: tune.max_concurrent_trials, else what the cluster fits)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="fix a config value for every trial, e.g. --set train.epochs=2 (repeatable)",
-    )
+    add_set_argument(p, "fix a config value for every trial, e.g. --set train.epochs=2 (repeatable)")
     p.add_argument(
         "--endpoint-url", default="", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL, else AWS)"
     )
