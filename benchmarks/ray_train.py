@@ -72,8 +72,10 @@ def main() -> None:
     args = p.parse_args()
     import ray
 
+    from ganray.train.ray_trial import start_local_ray
+
     ncpu = os.cpu_count() or 2
-    ray.init(num_cpus=ncpu, include_dashboard=False, log_to_driver=False)
+    start_local_ray(num_cpus=ncpu, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as root:
         local = in_process(config(root, args.subset, 1, ncpu, "local"))
         one = ray_trial(config(root, args.subset, 1, ncpu, "ray1"))

@@ -40,13 +40,19 @@ def trial_timings(exp_uri: str, trial_id: str) -> dict:
     s = Storage()
     rows = artifacts.read_metrics(s, join(exp_uri, "trials", trial_id))
     train = sum((r.get("epoch_seconds") or 0) + (r.get("eval_seconds") or 0) for r in rows)
-    tune_wall = None
+    tune_wall = start = end = None
     result_json = join(exp_uri, "_tune", trial_id, "result.json")
     if s.exists(result_json):
         lines = [json.loads(x) for x in s.read_text(result_json).splitlines() if x.strip()]
         if lines:
             tune_wall = lines[-1].get("time_total_s")
+            # Unix seconds: the trial function's start (first report's end minus its
+            # iteration time) and its last report.
+            start = lines[0]["timestamp"] - lines[0]["time_this_iter_s"]
+            end = lines[-1]["timestamp"]
     return {
+        "start": start,
+        "end": end,
         "trial_id": trial_id,
         "epochs": len(rows),
         "train_s": round(train, 1),
@@ -85,7 +91,7 @@ def main() -> None:
         name = args.name or f"overhead-{int(time.time())}"
         if Storage().exists(join(storage, name)):
             raise SystemExit(f"{join(storage, name)} exists: a re-run would resume it; pick a new --name")
-        t0 = time.perf_counter()
+        t0, t0_unix = time.perf_counter(), time.time()
         outcome = run_search(space, SearchOptions(storage_uri=storage, name=name, address="local"))
         wall = time.perf_counter() - t0
         slots = max_concurrency(TrialContext(space, outcome.experiment_uri), ray.cluster_resources())
@@ -94,6 +100,10 @@ def main() -> None:
         print(table(outcome))
         ray.shutdown()
     train = sum(t["train_s"] for t in trials)
+    for t in trials:  # seconds since the search started
+        for k in ("start", "end"):
+            t[k] = round(t[k] - t0_unix, 1) if t[k] is not None else None
+    ends = sorted(t["end"] for t in trials if t["end"] is not None)
     best = outcome.best
     result = {
         "benchmark": "tune_overhead",
@@ -127,6 +137,11 @@ def main() -> None:
             ),
             "idle_slots": round(wall * slots - sum(t["tune_wall_s"] or 0 for t in trials), 1),
         },
+        # Idle slots, split: before the first trial function runs (Ray start-up, first
+        # trial launch), and the tail, when fewer trials than slots are left to run.
+        "first_trial_start_s": min((t["start"] for t in trials if t["start"] is not None), default=None),
+        "tail_s": round(ends[-1] - ends[-slots], 1) if len(ends) >= slots else None,
+        "after_last_report_s": round(wall - ends[-1], 1) if ends else None,
         "per_trial": trials,
         "per_trial_harness_s": [
             round(t["tune_wall_s"] - t["train_s"], 1) for t in trials if t["tune_wall_s"]

@@ -214,3 +214,9 @@ def test_cli_fid_on_checkpoint_uses_its_config(tmp_path, capsys, monkeypatch) ->
     out = _run_cli(capsys, ["fid", "--checkpoint", uri, "--storage", str(tmp_path / "runs"), "--pr"])
     assert out["fid_num_samples"] == 100 and out["fid_backbone"] == "fashion-mnist-classifier"
     assert out["fid"] > 0 and 0 <= out["precision"] <= 1 and out["source"] == uri
+
+
+def test_inception_weights_url_is_pytorch_fids() -> None:
+    from ganray.metrics.inception import WEIGHTS_URL
+
+    assert WEIGHTS_URL == pfi.FID_WEIGHTS_URL

@@ -14,8 +14,6 @@ import os
 
 import torch
 import torch.nn.functional as F
-import torchvision
-from pytorch_fid import inception as pfi
 from torch import nn
 
 from ganray.config import MetricsConfig
@@ -23,7 +21,10 @@ from ganray.metrics.backbones import Backbone, BackboneError, register_backbone,
 from ganray.storage import Storage
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
-WEIGHTS_URL = pfi.FID_WEIGHTS_URL
+# pytorch-fid's FID_WEIGHTS_URL (a test checks they agree). pytorch-fid and
+# torchvision are imported only to build the network: importing them costs ~1.5 s,
+# and this module is imported in every trial's workers to register the backbone.
+WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + WEIGHTS_FILE
 INPUT_SIDE = 299  # pixels; pytorch-fid resizes every input to this
 
 
@@ -39,6 +40,9 @@ def inception_weights_available(cfg: MetricsConfig) -> bool:
 
 def fid_inception_skeleton() -> nn.Module:
     """torchvision Inception3 patched into the FID variant, randomly initialised, no download."""
+    import torchvision
+    from pytorch_fid import inception as pfi
+
     net = torchvision.models.inception_v3(
         num_classes=1008, aux_logits=False, weights=None, init_weights=False
     )

@@ -20,6 +20,7 @@ import json
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -34,19 +35,26 @@ def grid_uri(run_uri: str, epoch: int) -> str:
     return join(run_uri, SAMPLES_DIR, f"epoch_{epoch:04d}.png")
 
 
-def images_to_png(images: torch.Tensor, nrow: int | None = None) -> bytes:
-    """Encode a batch in [-1, 1] ([N, C, H, W]) as one PNG grid."""
-    from torchvision.utils import make_grid  # lazy: torchvision costs seconds at import
+def tile(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
+    """A batch in [-1, 1] ([N, C, H, W]) as one uint8 grid image [H', W', C], ``nrow``
+    images per row, ``padding`` black pixels around each (torchvision's make_grid
+    layout, without importing torchvision: ~1.5 s in every trial's worker)."""
+    x = images.detach().float().cpu().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    n, c, h, w = x.shape
+    cols = min(nrow or max(1, int(math.sqrt(n))), n)
+    rows = math.ceil(n / cols)
+    grid = torch.zeros(c, rows * (h + padding) + padding, cols * (w + padding) + padding, dtype=torch.uint8)
+    for i in range(n):
+        top, left = padding + (i // cols) * (h + padding), padding + (i % cols) * (w + padding)
+        grid[:, top : top + h, left : left + w] = x[i]
+    return grid.permute(1, 2, 0).numpy()
 
-    nrow = nrow or max(1, int(math.sqrt(images.shape[0])))
-    grid = make_grid(
-        images.detach().float().cpu().clamp(-1, 1), nrow=nrow, padding=2, normalize=True, value_range=(-1, 1)
-    )
-    arr = grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    if arr.shape[2] == 1:
-        arr = arr[:, :, 0]
+
+def images_to_png(images: torch.Tensor, nrow: int | None = None) -> bytes:
+    """Encode a batch in [-1, 1] ([N, C, H, W]) as one PNG grid (grayscale or RGB)."""
+    arr = tile(images, nrow)
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
+    Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(buf, format="PNG")
     return buf.getvalue()
 
 

@@ -22,9 +22,23 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
+    from ganray.train.ray_trial import start_local_ray
+
+    start_local_ray(num_cpus=2, include_dashboard=True, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+def test_local_ray_processes_get_ganrays_train_settings(local_ray):
+    """Ray's processes (a Train controller among them) read these at start-up, from their environment."""
+    from ganray.train.ray_trial import LOCAL_RAY_ENV
+
+    @ray.remote(num_cpus=0)
+    def env(keys):
+        return {k: os.environ.get(k) for k in keys}
+
+    seen = ray.get(env.remote(list(LOCAL_RAY_ENV)))
+    assert seen == {k: os.environ[k] for k in LOCAL_RAY_ENV}  # the defaults, or the user's own values
 
 
 def cfg_for(root, *extra):
