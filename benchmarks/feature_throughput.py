@@ -22,7 +22,6 @@ Prints the JSON and writes benchmarks/results/feature_throughput.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -32,6 +31,7 @@ from unittest import mock
 
 import numpy as np
 import torch
+from _results import write_result  # benchmarks/ is on sys.path when a script runs
 from PIL import Image
 from pytorch_fid import fid_score
 from pytorch_fid import inception as pfi
@@ -149,10 +149,7 @@ def main() -> None:
         )
     out["load_avg_end"] = os.getloadavg()
     out["target"] = "ratio_vs_get_activations >= 1.0"
-    text = json.dumps(out, indent=2)
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+    write_result(out, args.out)
 
 
 if __name__ == "__main__":

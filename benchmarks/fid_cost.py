@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
 import tempfile
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _results import write_result  # benchmarks/ is on sys.path when a script runs
 
 from ganray.config import Config, load_config
 from ganray.data import build_dataset, train_val_split
@@ -151,10 +151,7 @@ def main() -> None:
     if q:
         out["quickstart_fid10k_warm_ratio"] = q["warm_ratio_to_epoch"]
         out["meets_target"] = q["warm_ratio_to_epoch"] <= 0.10
-    text = json.dumps(out, indent=2)
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+    write_result(out, args.out)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from _results import write_result  # benchmarks/ is on sys.path when a script runs
 from torch import nn
 
 OUT = Path(__file__).parent / "results" / "quality_budget.json"
@@ -195,10 +196,7 @@ def main() -> None:
         "ratio_ours_over_plain": round(fid_ours["fid"] / fid_plain["fid"], 3),
         "ratio_target": 0.5,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

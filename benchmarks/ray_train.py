@@ -16,13 +16,13 @@ Writes benchmarks/results/ray_train.json (target for (a): ratio >= 0.9).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _results import write_result  # benchmarks/ is on sys.path when a script runs
 
 from ganray.config import load_config
 from ganray.train.loop import Trainer
@@ -96,9 +96,7 @@ def main() -> None:
         "b_startup_seconds_2_workers": round(two["startup_s"], 1),
         "c_2_workers_over_1_worker_img_s": round(two["img_s"] / one["img_s"], 3),
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, OUT)
 
 
 if __name__ == "__main__":

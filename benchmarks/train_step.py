@@ -13,7 +13,6 @@ Writes benchmarks/results/train_step.json (target: ratio >= 0.95).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _results import write_result  # benchmarks/ is on sys.path when a script runs
 
 from ganray.config import build_config
 from ganray.data import build_dataset
@@ -117,9 +117,7 @@ def main() -> None:
         "target_ratio": 0.95,
         "rounds_seconds": {"plain": [round(t, 3) for t in plain_t], "ganray": [round(t, 3) for t in ours_t]},
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, OUT)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _results import write_result  # benchmarks/ is on sys.path when a script runs
+
 OUT = Path(__file__).parent / "results" / "tune_overhead.json"
 
 
@@ -148,10 +150,7 @@ def main() -> None:
         ],
         "best": {"trial_id": best.trial_id, "fid": best.best, "epoch": best.best_epoch} if best else None,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":
