@@ -263,31 +263,24 @@ def _ddp_worker(rank: int, world: int, init: str, cache: str, out_dir: str) -> N
     try:
         torch.manual_seed(0)
         G = TinyG()
-        res = evaluate_generator(
-            G,
-            small_cfg(num_samples=101, kid=True),
-            DataConfig(),
-            Storage(),
-            cache,
-            "cpu",
-            rank=rank,
-            world_size=world,
-            backbone=tiny_backbone(),
-            dataset=tiny_dataset(),
-        )
+
+        def evaluate(cfg):
+            return evaluate_generator(
+                G,
+                cfg,
+                DataConfig(),
+                Storage(),
+                cache,
+                "cpu",
+                rank=rank,
+                world_size=world,
+                backbone=tiny_backbone(),
+                dataset=tiny_dataset(),
+            )
+
+        res = evaluate(small_cfg(num_samples=101, kid=True))
         # 3 samples on 2 ranks: shares of 1 and 2 images still meet in the same gathers.
-        tiny = evaluate_generator(
-            G,
-            small_cfg(num_samples=3, inception_score=True),
-            DataConfig(),
-            Storage(),
-            cache,
-            "cpu",
-            rank=rank,
-            world_size=world,
-            backbone=tiny_backbone(),
-            dataset=tiny_dataset(),
-        )
+        tiny = evaluate(small_cfg(num_samples=3, inception_score=True))
         res["tiny_num_samples"] = tiny["fid_num_samples"]
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
             json.dump({k: v for k, v in res.items() if k != "eval_seconds"}, fh)

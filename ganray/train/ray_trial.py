@@ -137,7 +137,8 @@ LOCAL_RAY_ENV = {
     # process (~1-2 s of start-up) per trial.
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     # The controller polls its workers every 2 s by default, which a trial pays
-    # at start and at its end; 0.5 s of polling costs nothing measurable.
+    # at start and at its end. Measured here (2-worker trials): 0.5 s saves 2-4 s
+    # of wall time a trial for ~1% of img/s (within noise; ~4% of a core polling).
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
 }
 
