@@ -35,11 +35,46 @@ def _f(default: Any, help: str = "", **rules: Any) -> Any:
     return field(default=default, metadata={"help": help, **rules})
 
 
-ARCHS = ("dcgan", "dcgan-mapping", "dcgan-adain", "dcgan-demod")
+ARCHS = ("dcgan", "dcgan-mapping", "dcgan-adain", "dcgan-demod", "stylegan2")
 OPTIMIZERS = ("adam", "rmsprop", "sgd", "nesterov")
 SCHEDULERS = ("none", "step", "exponential", "cosine")
 LOSSES = ("bce", "hinge", "wgan-gp")
 SOURCES = ("fashion-mnist", "cifar10", "image-folder", "parquet")
+
+
+@dataclass
+class StyleGAN2Config:
+    """The ``stylegan2`` family's own section (``model.stylegan2``); defaults follow NVlabs.
+
+    Widths: ``channels(res) = min(2 * network_capacity * resolution // res, fmap_max)``,
+    i.e. NVlabs' ``channel_base = 2 * network_capacity * resolution`` and
+    ``channel_max = fmap_max`` (NVlabs' 32768 / 512 at 256 px = capacity 64).
+    """
+
+    g_arch: str = _f(
+        "skip", "generator architecture (NVlabs default skip)", choices=("skip", "resnet", "orig")
+    )
+    d_arch: str = _f(
+        "resnet", "discriminator architecture (NVlabs default resnet)", choices=("resnet", "skip", "orig")
+    )
+    network_capacity: int = _f(
+        16, "width knob (lucidrains): channel_base = 2 * capacity * resolution", min=1, max=4096
+    )
+    fmap_max: int = _f(512, "largest feature-map count (NVlabs channel_max)", min=1, max=4096)
+    w_dim: int = _f(512, "style vector size (0 = model.latent_dim)", min=0, max=4096)
+    mapping_layers: int = _f(8, "mapping MLP depth (NVlabs 8; its cifar config 2)", min=1, max=16)
+    mapping_lr_mul: float = _f(0.01, "learning-rate multiplier of the mapping network", min=1e-5, max=1.0)
+    w_avg_beta: float = _f(0.995, "decay of the tracked W average used by truncation", min=0.0, max=1.0)
+    mbstd_group: int = _f(
+        4, "minibatch-stddev group (images); per-worker batch must be a multiple", min=1, max=64
+    )
+    mbstd_channels: int = _f(1, "minibatch-stddev feature maps (0 = off)", min=0, max=16)
+    attn_layers: list = _f([], "self-attention after these resolutions, e.g. [16, 32]")
+    modconv: str = _f(
+        "auto",
+        "modulated conv path: fused (grouped), unfused (scale-conv-scale), auto",
+        choices=("auto", "fused", "unfused"),
+    )
 
 
 @dataclass
@@ -56,6 +91,7 @@ class ModelConfig:
     mapping_layers: int = _f(4, "depth of the Z->W mapping MLP (mapping variants)", min=1, max=8)
     spectral_norm: bool = _f(False, "spectral normalization on every discriminator layer")
     batchnorm_g: bool = _f(True, "BatchNorm in the generator (plain/mapping variants)")
+    stylegan2: StyleGAN2Config = field(default_factory=StyleGAN2Config)
 
 
 @dataclass

@@ -1,15 +1,21 @@
 """The one model registry: architecture name -> builder of a (G, D) pair.
 
-Each family module (dcgan.py now; stylegan.py, stylegan2.py later) decorates
+Each family module (dcgan.py, stylegan2.py; stylegan.py later) decorates
 its builders with ``@register_arch(name)``. Builders take the whole
 ``ModelConfig`` and return ``(generator, discriminator)`` sharing one
 interface, so the trainer calls ``build_models(cfg)`` and never branches on
 the family name:
 
 - every generator has ``latent_dim`` and ``forward(z [N, latent_dim]) -> images
-  [N, C, R, R]`` in [-1, 1];
+  [N, C, R, R]`` in [-1, 1] (``stylegan2`` does not squash, as NVlabs: its
+  images are near [-1, 1] and clamped where they become pixels);
 - generators with a mapping network also have ``w_dim``, ``num_ws``,
   ``mapping(z) -> w`` and ``synthesis(w) -> images``;
+- generators with ``noise_shapes`` (stylegan2) also take keyword arguments
+  ``mix_z``/``crossover`` (style mixing), ``noise`` (one ``[N, 1, s, s]``
+  tensor per side ``s`` in ``noise_shapes``), ``psi``/``cutoff``
+  (truncation), ``noise_mode`` and ``return_ws``; the training step passes
+  them to the DDP-wrapped module so mapping and synthesis run under gradient;
 - every discriminator has ``forward(images) -> logits [N]``.
 """
 
