@@ -43,12 +43,27 @@ def prepare(
     ds = load_split(cfg, split, storage, limit)
     seconds = time.perf_counter() - start
     log(f"read {len(ds)} {source} {split} images at {resolution} px x {channels} ch in {seconds:.1f} s")
-    meta = {"source": source, "source_uri": uri, "source_id": ds.dataset_id, "split": split}
+    meta = {
+        "source": source,
+        "source_uri": uri,
+        "source_id": ds.dataset_id,
+        "split": split,
+        "origin": _origin(cfg, split, ds.dataset_id, storage),
+    }
     images, labels = ds.images_uint8.numpy(), ds.labels.numpy()
     manifest = write_shards(storage, dest, images, labels, meta, shard_size, log)
     seconds = time.perf_counter() - start
     log(f"wrote {len(manifest['shards'])} shards and manifest.json to {dest} in {seconds:.1f} s")
     return manifest
+
+
+def _origin(cfg: DataConfig, split: str, dataset_id: str, storage: Storage) -> dict[str, Any]:
+    """The raw dataset the images come from (a parquet source passes on its own origin)."""
+    if cfg.source != "parquet":
+        return {"source": cfg.source, "uri": cfg.uri, "dataset_id": dataset_id}
+    from ganray.data.parquet import manifest_origin, read_manifest, split_dir
+
+    return manifest_origin(read_manifest(storage, split_dir(storage, cfg.uri, split))[0])
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -4,7 +4,12 @@ Layout of a prepared dataset at DEST (any fsspec URI)::
 
     shard-00000.parquet ...   columns image (PNG bytes, R x R, C channels), label (int64)
     manifest.json             {format_version, source, split, count, resolution,
-                               channels, shards: [{name, count, sha256}], ...}
+                               channels, shards: [{name, count, sha256}], origin, ...}
+
+``source`` is the reader the images were read with; ``origin`` (added later,
+optional: older manifests read as ``{"source": source}``) names the raw dataset
+behind them even through a parquet -> parquet re-prepare, so FID resolves the
+backbone and the image geometry of the dataset the shards were made from.
 
 Shards are written first and the manifest last, each atomically, so a reader
 never takes an unfinished prepare for a finished one. Readers check every
@@ -187,7 +192,19 @@ def _decode_shard(data: bytes, channels: int) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(images), table.column("label").to_numpy().astype(np.int64)
 
 
-def _split_dir(storage: Storage, uri: str, split: str) -> str:
+def manifest_origin(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The raw dataset behind a manifest: ``{source, uri, dataset_id}`` (older manifests: from ``source``)."""
+    origin = manifest.get("origin")
+    if isinstance(origin, dict) and isinstance(origin.get("source"), str):
+        return origin
+    return {
+        "source": manifest["source"],
+        "uri": manifest.get("source_uri", ""),
+        "dataset_id": manifest.get("source_id", ""),
+    }
+
+
+def split_dir(storage: Storage, uri: str, split: str) -> str:
     """``<uri>/<split>`` when it holds a manifest (both splits under one root), else ``uri``."""
     sub = join(uri, split)
     return sub if storage.exists(join(sub, MANIFEST)) else uri
@@ -195,7 +212,7 @@ def _split_dir(storage: Storage, uri: str, split: str) -> str:
 
 def read_parquet(storage: Storage, uri: str, split: str, limit: int = 0, cache_dir: str = "") -> RawImages:
     """Read a prepared split (the first ``limit`` images if > 0), verifying every shard."""
-    uri = _split_dir(storage, uri, split)
+    uri = split_dir(storage, uri, split)
     manifest, raw = read_manifest(storage, uri)
     if manifest["split"] != split:
         raise DataError(

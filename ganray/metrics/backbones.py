@@ -11,100 +11,58 @@ Registered names:
   fashion-mnist-classifier  a small CNN shipped in ganray/metrics/weights/ (offline).
 Any URI ending in ``.pt`` names a classifier made by ``train-backbone`` on storage.
 ``auto`` picks inception when its weights are available, else the shipped
-offline backbone of the dataset.
+offline backbone of the dataset (for prepared parquet shards: of the dataset
+their manifest says they were made from). A search or a run resolves ``auto``
+once, before training, and writes the concrete name into its config
+(``pin_backbone``), so every trial and every epoch is scored by the same network.
+
+The registry is filled at import: the networks live in classifier.py and
+inception.py, which import only backbone_types.py, so there is no import cycle.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from ganray.config import MetricsConfig
+from ganray.config import DataConfig, MetricsConfig
+from ganray.metrics import classifier, inception
+from ganray.metrics.backbone_types import (
+    Backbone,
+    BackboneError,
+    sha256_hex,
+    to_channels,
+    to_resolution,
+)
 from ganray.storage import Storage
 
-
-class BackboneError(RuntimeError):
-    """A backbone cannot be built: unknown name, missing or corrupt weights."""
-
-
-@dataclass
-class Backbone:
-    """A feature network plus what a result must record about it.
-
-    ``net(x)`` takes images in [-1, 1] and returns ``(features [N, D], logits [N, K] | None)``.
-    """
-
-    name: str  # recorded as fid_backbone in every result
-    net: nn.Module
-    feature_dim: int  # D
-    is_inception: bool  # False -> scores are not comparable with published FIDs
-    weights_tag: str  # short hash of the weights; part of reference-cache keys
-    logits_dim: int = 0  # K, classes of the logits (0 = no logits, no Inception Score)
-    channels_last: bool = False  # faster CPU/GPU convolutions
-
-    def to(self, device: torch.device | str) -> Backbone:
-        self.net.to(device)
-        if self.channels_last:
-            self.net.to(memory_format=torch.channels_last)
-        return self
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Features and logits in one pass (float32, on the backbone's device)."""
-        self.net.eval()
-        x = x.to(self.device, torch.float32)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            return self.net(x)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_all(x)[0]
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor | None:
-        return self.forward_all(x)[1]
-
-
-# --------------------------------------------------------------- conversion
-
-
-def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """Grey -> RGB by repetition (what PIL's convert('RGB') does), RGB -> grey by ITU-R 601 luma."""
-    if x.shape[1] == channels:
-        return x
-    if x.shape[1] == 1 and channels == 3:
-        return x.expand(-1, 3, -1, -1)
-    if x.shape[1] == 3 and channels == 1:
-        w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype)
-        return (x * w.view(1, 3, 1, 1)).sum(1, keepdim=True)
-    raise BackboneError(f"cannot convert {x.shape[1]} channels to {channels}")
-
-
-def to_resolution(x: torch.Tensor, side: int) -> torch.Tensor:
-    """Bilinear resize to ``side`` x ``side`` pixels (antialiased when shrinking)."""
-    if x.shape[-2:] == (side, side):
-        return x
-    shrink = x.shape[-1] > side
-    return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=shrink)
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
+__all__ = [
+    "Backbone",
+    "BackboneError",
+    "build_backbone",
+    "describe",
+    "list_backbones",
+    "offline_backbone_for",
+    "load_pinned_backbone",
+    "pin_backbone",
+    "pinned_record",
+    "register_backbone",
+    "resolve_backbone_name",
+    "score_label",
+    "sha256_hex",
+    "to_channels",
+    "to_resolution",
+]
 
 # ----------------------------------------------------------------- registry
 
-# name -> builder(cfg, storage) -> Backbone. Filled at import time only.
-_BACKBONES: dict[str, Callable[[MetricsConfig, Storage], Backbone]] = {}
+Builder = Callable[[MetricsConfig, Storage], Backbone]
+# name -> builder(cfg, storage) -> Backbone. Filled at import time only: the shipped
+# networks here, extensions through @register_backbone.
+_BACKBONES: dict[str, Builder] = {
+    "inception": inception.build_inception,
+    "fashion-mnist-classifier": classifier.build_fashion_mnist_classifier,
+}
 
 
 def register_backbone(name: str) -> Callable:
@@ -127,37 +85,57 @@ def offline_backbone_for(dataset_source: str) -> str | None:
     return name if name in _BACKBONES else None
 
 
-def resolve_backbone_name(cfg: MetricsConfig, dataset_source: str = "") -> str:
-    """Turn ``metrics.backbone`` (possibly 'auto') into a concrete registry name or URI."""
-    from ganray.metrics.inception import inception_weights_available
+def _dataset_kind(data: DataConfig | str, storage: Storage | None) -> str:
+    """The source whose offline backbone fits ``data``: parquet shards name theirs in the manifest."""
+    if isinstance(data, str):
+        return data
+    if data.source != "parquet":
+        return data.source
+    from ganray.data.geometry import origin_of
 
+    return origin_of(data, storage or Storage()).source
+
+
+def resolve_backbone_name(
+    cfg: MetricsConfig, data: DataConfig | str = "", storage: Storage | None = None
+) -> str:
+    """Turn ``metrics.backbone`` (possibly 'auto') into a concrete registry name or URI.
+
+    ``data`` is the run's DataConfig (or just its source name); for parquet shards
+    the manifest on ``storage`` says which dataset they were prepared from.
+    """
     if cfg.backbone != "auto":
         return cfg.backbone
-    if inception_weights_available(cfg):
+    if inception.inception_weights_available(cfg):
         return "inception"
-    offline = offline_backbone_for(dataset_source)
+    kind = _dataset_kind(data, storage)
+    offline = offline_backbone_for(kind)
     if offline:
         return offline
+    where = f"--dataset {kind or '<source>'}"
+    if isinstance(data, DataConfig) and data.uri:
+        where = f"--dataset {data.source} --data-uri {data.uri}"
     raise BackboneError(
         f"metrics.backbone=auto: no Inception weights (set metrics.inception_weights to the URI of "
-        f"pt_inception-2015-12-05-6726825d.pth) and no offline backbone for dataset "
-        f"{dataset_source!r}. Train one with `python -m ganray.metrics train-backbone --dataset "
-        f"{dataset_source or '<source>'} --out <uri>.pt` and set metrics.backbone to that URI. "
-        f"Registered backbones: {', '.join(list_backbones())}"
+        f"{inception.WEIGHTS_FILE}) and no offline backbone for dataset {kind!r}. Train one with "
+        f"`python -m ganray.metrics train-backbone {where} --out <uri>.pt` and set "
+        f"metrics.backbone to that URI. Registered backbones: {', '.join(list_backbones())}"
     )
 
 
 def build_backbone(
-    name: str, cfg: MetricsConfig | None = None, storage: Storage | None = None, *, dataset_source: str = ""
+    name: str,
+    cfg: MetricsConfig | None = None,
+    storage: Storage | None = None,
+    *,
+    dataset_source: str = "",
+    data: DataConfig | None = None,
 ) -> Backbone:
-    """Build a backbone by registry name, 'auto' (needs ``dataset_source``) or a classifier URI (.pt)."""
-    # Imported for their registrations (they import this module, so not at the top).
-    from ganray.metrics import classifier, inception  # noqa: F401
-
+    """Build a backbone by registry name, 'auto' (needs ``data`` or ``dataset_source``) or a classifier URI (.pt)."""
     cfg = cfg or MetricsConfig()
     storage = storage or Storage()
     if name == "auto":
-        name = resolve_backbone_name(cfg, dataset_source)
+        name = resolve_backbone_name(cfg, data if data is not None else dataset_source, storage)
     if name.endswith(".pt"):
         return classifier.load_classifier_backbone(name, storage)
     if name not in _BACKBONES:
@@ -166,6 +144,37 @@ def build_backbone(
             f"{', '.join(list_backbones())}, or the URI of a classifier .pt made by train-backbone"
         )
     return _BACKBONES[name](cfg, storage)
+
+
+def pin_backbone(metrics: MetricsConfig, data: DataConfig, storage: Storage) -> tuple[str, Backbone]:
+    """Resolve ``metrics.backbone`` once and prove it loads here: (concrete name, the backbone).
+
+    A search driver and ``ganray.train`` call this before any training and write
+    the name into every config, so no trial, node or resumed epoch picks its own.
+    """
+    name = resolve_backbone_name(metrics, data, storage)
+    return name, build_backbone(name, metrics, storage)
+
+
+def load_pinned_backbone(name: str, cfg: MetricsConfig, storage: Storage, data: DataConfig) -> Backbone:
+    """Build the backbone a run is pinned to; if this node cannot, say so (never pick another)."""
+    import socket
+
+    try:
+        return build_backbone(name, cfg, storage, data=data)
+    except BackboneError as e:
+        pinned = "" if name == "auto" else f"this run is scored by metrics.backbone={name!r}, but "
+        raise BackboneError(f"{pinned}node {socket.gethostname()} cannot load it: {e}") from None
+
+
+def pinned_record(name: str, backbone: Backbone) -> dict[str, Any]:
+    """What best.json and results.parquet record about a search's backbone."""
+    return {
+        "metrics.backbone": name,
+        **describe(backbone),
+        "fid_backbone_weights": backbone.weights_tag,
+        "fid_label": score_label("FID", backbone.name, backbone.is_inception),
+    }
 
 
 def describe(backbone: Backbone) -> dict[str, Any]:

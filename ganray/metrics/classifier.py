@@ -24,10 +24,9 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ganray.config import MetricsConfig
-from ganray.metrics.backbones import (
+from ganray.metrics.backbone_types import (
     Backbone,
     BackboneError,
-    register_backbone,
     sha256_hex,
     to_channels,
     to_resolution,
@@ -183,7 +182,6 @@ def load_classifier_backbone(uri: str, storage: Storage, name: str = "") -> Back
     )
 
 
-@register_backbone("fashion-mnist-classifier")
 def build_fashion_mnist_classifier(cfg: MetricsConfig, storage: Storage) -> Backbone:
     """The classifier shipped in the package (trained on the Fashion-MNIST train split)."""
     del cfg  # nothing configurable: the shipped weights are fixed

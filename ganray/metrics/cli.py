@@ -37,6 +37,7 @@ from ganray.config import (
     from_dict,
     read_yaml,
 )
+from ganray.data.dataset import DataError
 from ganray.metrics.backbones import BackboneError
 from ganray.storage import Storage, join
 
@@ -114,20 +115,26 @@ def image_files(storage: Storage, uri: str) -> list[str]:
 def image_batches(
     storage: Storage, files: list[str], data_cfg: DataConfig, batch_size: int
 ) -> Iterator[torch.Tensor]:
-    """Decode files a batch at a time, shaped like the training data (same resize/convert as ganray.data)."""
+    """Decode files a batch at a time, shaped by the dataset's own geometry (see ganray.data.geometry).
+
+    The reference statistics come from the dataset's images, so outside images
+    take the same path (Fashion-MNIST: 28 px padded to 32, never resized); a
+    size that is not on that path is a DataError naming the file.
+    """
     from PIL import Image
 
-    from ganray.data.transforms import fit
+    from ganray.data.geometry import conform, origin_of
 
-    mode = "L" if data_cfg.channels == 1 else "RGB"
+    origin = origin_of(data_cfg, storage)
     for start in range(0, len(files), batch_size):
         arrays = []
         for f in files[start : start + batch_size]:
-            with Image.open(io.BytesIO(storage.read_bytes(f))) as im:
-                a = np.asarray(im.convert(mode), dtype=np.uint8)
-            arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-        x = fit(np.stack(arrays), data_cfg.resolution, data_cfg.channels)
-        yield torch.from_numpy(x).float().div_(127.5).sub_(1.0)
+            try:
+                with Image.open(io.BytesIO(storage.read_bytes(f))) as im:
+                    arrays.append(conform(im, data_cfg, origin))
+            except (DataError, OSError) as e:  # PIL raises OSError for undecodable files
+                raise DataError(f"--images: {f}: {e}") from None
+        yield torch.from_numpy(np.stack(arrays)).float().div_(127.5).sub_(1.0)
 
 
 def cmd_fid(args: argparse.Namespace) -> dict[str, Any]:
@@ -162,7 +169,7 @@ def _holdout(ds: Any, fraction: float = 0.1) -> tuple[Any, Any, str]:
 
 
 def cmd_train_backbone(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
-    from ganray.data import DataError, build_dataset
+    from ganray.data import build_dataset
     from ganray.metrics.classifier import (
         ClassifierArch,
         TrainSettings,
@@ -278,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("GANRAY_LOG", "WARNING"))
     try:
         out = cmd_fid(args) if args.command == "fid" else cmd_train_backbone(args, argv)
-    except (ConfigError, BackboneError, FileNotFoundError) as e:
+    except (ConfigError, BackboneError, DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(out, indent=2, default=str))

@@ -170,9 +170,7 @@ def evaluate_generator(
     t0 = time.perf_counter()
     device = torch.device(device)
     ctx = DistContext(rank, world_size, device)
-    backbone = (backbone or build_backbone(cfg.backbone, cfg, storage, dataset_source=data_cfg.source)).to(
-        device
-    )
+    backbone = (backbone or build_backbone(cfg.backbone, cfg, storage, data=data_cfg)).to(device)
     out: dict[str, Any] = {}
     if enabled_metrics(cfg):
         n = cfg.num_samples
@@ -207,9 +205,7 @@ def evaluate_images(
 ) -> dict[str, Any]:
     """The configured feature metrics of given images (batches in [-1, 1]); PPL needs a generator."""
     t0 = time.perf_counter()
-    backbone = (backbone or build_backbone(cfg.backbone, cfg, storage, dataset_source=data_cfg.source)).to(
-        device
-    )
+    backbone = (backbone or build_backbone(cfg.backbone, cfg, storage, data=data_cfg)).to(device)
     fake = extract(batches, backbone, keep_logits=cfg.inception_score)
     out = score_features(fake, cfg, data_cfg, storage, cache_uri, backbone, seed=seed)
     if cfg.ppl:

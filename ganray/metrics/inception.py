@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganray.config import MetricsConfig
-from ganray.metrics.backbones import Backbone, BackboneError, register_backbone, sha256_hex, to_channels
+from ganray.metrics.backbone_types import Backbone, BackboneError, sha256_hex, to_channels
 from ganray.storage import Storage
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -142,7 +142,6 @@ def load_inception_net(cfg: MetricsConfig, storage: Storage) -> tuple[FIDIncepti
     return net, sha256_hex(data)
 
 
-@register_backbone("inception")
 def build_inception(cfg: MetricsConfig, storage: Storage) -> Backbone:
     net, sha = load_inception_net(cfg, storage)
     return Backbone(
