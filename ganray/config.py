@@ -8,12 +8,15 @@ fails before any trial starts.
 
 Field metadata carries the validation rules:
 ``choices`` (allowed values), ``min`` / ``max`` (inclusive bounds),
-``power_of_two`` and ``help`` (shown in errors).
+``power_of_two``, ``uri`` / ``name`` (a storage URI / a single folder name)
+and ``help`` (shown in errors). Numbers must be finite (NaN and inf are
+refused everywhere) and integers fit in 64 bits.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +102,7 @@ class DataConfig:
     """Where training images come from and how they are shaped."""
 
     source: str = _f("fashion-mnist", "dataset reader", choices=SOURCES)
-    uri: str = _f("", "location of the source (path or fsspec URI); '' = the source's default")
+    uri: str = _f("", "location of the source (path or fsspec URI); '' = the source's default", uri=True)
     resolution: int = _f(32, "images are resized/padded to this side, in pixels", min=8, max=256)
     channels: int = _f(1, "channels after conversion (1 grey, 3 RGB)", choices=(1, 3))
     subset: int = _f(0, "use only the first N training images (0 = all)", min=0)
@@ -143,7 +146,7 @@ class TrainConfig:
     batch_size: int = _f(128, "global batch (split across workers)", min=1, max=65536)
     d_steps: int = _f(1, "discriminator steps per generator step", min=1, max=10)
     ema_decay: float = _f(0.0, "G_ema decay per step (0 = no G_ema)", min=0.0, max=1.0)
-    seed: int = _f(0, "seed for weights, noise and data order", min=0)
+    seed: int = _f(0, "seed for weights, noise and data order (numpy's range)", min=0, max=2**32 - 1)
     grid_size: int = _f(64, "images in each sample grid", min=1, max=1024)
     keep_checkpoints: int = _f(3, "newest checkpoints kept (the best one is always kept)", min=1)
     max_steps_per_epoch: int = _f(0, "cap on steps per epoch (0 = whole dataset)", min=0)
@@ -165,7 +168,9 @@ class MetricsConfig:
 
     fid: bool = _f(True, "compute FID on evaluation epochs")
     backbone: str = _f("auto", "feature network: auto, inception or a registered offline backbone")
-    inception_weights: str = _f("", "URI of pt_inception-2015-12-05-6726825d.pth ('' = pytorch-fid download)")
+    inception_weights: str = _f(
+        "", "URI of pt_inception-2015-12-05-6726825d.pth ('' = pytorch-fid download)", uri=True
+    )
     num_samples: int = _f(10000, "generated (and reference) images per evaluation", min=2)
     eval_every: int = _f(1, "evaluate every N epochs (the last epoch always)", min=1)
     batch_size: int = _f(250, "images per feature-extraction batch", min=1)
@@ -179,10 +184,10 @@ class MetricsConfig:
 class StorageConfig:
     """Where runs are written: a local path or an fsspec URI (s3://bucket/prefix)."""
 
-    uri: str = _f("./ganray-runs", "root of all runs")
+    uri: str = _f("./ganray-runs", "root of all runs", uri="storage")
     endpoint_url: str = _f("", "S3-compatible endpoint ('' = AWS_ENDPOINT_URL or AWS)")
     region: str = _f("", "S3 region ('' = AWS_REGION/AWS_DEFAULT_REGION)")
-    run_name: str = _f("", "run folder under uri ('' = derived from the config)")
+    run_name: str = _f("", "run folder under uri ('' = derived from the config)", name=True)
 
 
 @dataclass
@@ -206,6 +211,29 @@ class Config:
 
 # ---------------------------------------------------------------- validation
 
+INT64_MAX = 2**63 - 1
+
+
+def _check_text(key: str, f: dataclasses.Field, value: str) -> None:
+    """Storage URIs must be usable and names single folder names (see ganray.storage)."""
+    from ganray.storage import StorageError, check_name, check_uri
+
+    try:
+        if f.metadata.get("uri") and value:
+            # storage.uri must outlive the process; other URIs (data, weights) are only read.
+            check_uri(value, allow_memory=f.metadata["uri"] != "storage")
+        if f.metadata.get("name") and value:
+            check_name(value, key)
+    except StorageError as e:
+        raise ConfigError(f"{key}: {e}") from None
+
+
+def _check_number(key: str, value: Any, hint: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: {value!r} is not a finite number{hint}")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX:
+        raise ConfigError(f"{key}: {value!r} does not fit in 64 bits{hint}")
+
 
 def _check_value(key: str, f: dataclasses.Field, value: Any, typ: Any) -> Any:
     """Coerce ``value`` to the field's type and check its rules; return it."""
@@ -216,7 +244,7 @@ def _check_value(key: str, f: dataclasses.Field, value: Any, typ: Any) -> Any:
             raise ConfigError(f"{key}: expected true or false, got {value!r}{hint}")
     elif typ is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
+            if isinstance(value, float) and math.isfinite(value) and value.is_integer():
                 value = int(value)
             else:
                 raise ConfigError(f"{key}: expected an integer, got {value!r}{hint}")
@@ -227,9 +255,16 @@ def _check_value(key: str, f: dataclasses.Field, value: Any, typ: Any) -> Any:
                 value = float(value)
             except (TypeError, ValueError):
                 raise ConfigError(f"{key}: expected a number, got {value!r}{hint}") from None
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"{key}: {value!r} is not a finite number{hint}") from None
     elif typ is str and not isinstance(value, str):
         raise ConfigError(f"{key}: expected a string, got {value!r}{hint}")
+    if typ is str:
+        _check_text(key, f, value)
+    else:
+        _check_number(key, value, hint)
     choices = f.metadata.get("choices")
     if choices is not None and value not in choices:
         allowed = ", ".join(str(c) for c in choices)
@@ -293,8 +328,39 @@ def _check_consistency(cfg: Config) -> None:
         )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key repeated in one mapping (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # the base class reports unhashable keys itself
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r} (first at line {seen[key].line + 1}); "
+                    f"each key may appear once",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml_text(text: str, where: str) -> Any:
+    """Parse YAML safely, refusing duplicate keys; ConfigError naming ``where`` if invalid."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {e}") from None
+
+
 def _parse_scalar(text: str) -> Any:
-    return yaml.safe_load(text) if text != "" else ""
+    return load_yaml_text(text, f"value {text!r}") if text != "" else ""
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -353,10 +419,19 @@ def read_yaml(path_or_preset: str) -> dict[str, Any]:
                 f"presets: {', '.join(list_presets())}"
             )
         path = preset
+    if not path.is_file():
+        raise ConfigError(
+            f"config {str(path)!r} is a folder, not a YAML file; pass a .yaml file or a preset name"
+        )
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"config {str(path)!r} is not a text file (not UTF-8); pass a YAML config"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"config {str(path)!r} cannot be read: {e.strerror or e}") from None
+    data = load_yaml_text(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return data

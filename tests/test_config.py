@@ -1,5 +1,7 @@
 """Config loading and validation: every error names the key and the fix."""
 
+import re
+
 import pytest
 
 from ganray.config import Config, ConfigError, build_config, list_presets, load_config
@@ -73,3 +75,70 @@ def test_round_trip_through_yaml(tmp_path):
     p = tmp_path / "rt.yaml"
     p.write_text(cfg.to_yaml())
     assert load_config(str(p)) == cfg
+
+
+# ---------------------------------------------------------------- issue 11 items 1, 2, 12, 14
+
+
+def _float_keys() -> list[str]:
+    import dataclasses
+    import typing
+
+    from ganray.config import Config
+
+    keys = []
+    for section, cls in typing.get_type_hints(Config).items():
+        for name, typ in typing.get_type_hints(cls).items():
+            if typ is float:
+                keys.append(f"{section}.{name}")
+    assert keys and all(
+        dataclasses.is_dataclass(typing.get_type_hints(Config)[k.split(".")[0]]) for k in keys
+    )
+    return keys
+
+
+@pytest.mark.parametrize("key", _float_keys())
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "nan", "inf", "1e999"])
+def test_every_float_refuses_non_finite_values(key, value):
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}: .* is not a finite number"):
+        load_config(None, [f"{key}={value}"])
+
+
+@pytest.mark.parametrize("value, fragment", [(2**63, "does not fit in 64 bits"), (2**32, "out of range")])
+def test_seed_beyond_its_range_is_refused(value, fragment):
+    with pytest.raises(ConfigError, match=f"train.seed: {value} (is )?{fragment}"):
+        load_config(None, [f"train.seed={value}"])
+    assert load_config(None, [f"train.seed={2**32 - 1}"]).train.seed == 2**32 - 1
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("storage.uri=s3:/x", "did you mean 's3://x'"),
+        ("storage.uri=s3://", "names no bucket"),
+        ("storage.uri=gs://b", "gs:// filesystem is not installed"),
+        ("storage.uri=memory://", "memory:// lives inside one process"),
+        ("storage.run_name=../../escape", "is not a single folder name"),
+        ("storage.run_name=a/b", "is not a single folder name"),
+        ("data.uri=s3:/x", "did you mean 's3://x'"),
+    ],
+)
+def test_storage_uri_and_run_name_are_checked(override, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        load_config(None, [override])
+
+
+def test_duplicate_keys_in_a_config_file_are_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 2\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match="found duplicate key 'epochs'"):
+        load_config(str(path))
+
+
+def test_a_folder_or_a_binary_file_as_config_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder, not a YAML file"):
+        load_config(str(tmp_path))
+    blob = tmp_path / "model.pt"
+    blob.write_bytes(b"\x80\x02\xff\xfe" * 16)
+    with pytest.raises(ConfigError, match="is not a text file"):
+        load_config(str(blob))

@@ -339,3 +339,74 @@ def test_pull_refuses_missing_and_corrupt_checkpoints(tiny_experiment, tmp_path)
     ckpt.write_bytes(ckpt.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(PullError, match="does not match the sha256 in its sidecar"):
         pull(str(broken), str(tmp_path / "b"), trial="t1")
+
+
+# ---------------------------------------------------------------- issue 11 item 13
+
+
+def test_a_when_on_a_base_value_that_never_holds_is_an_error():
+    """quickstart fixes model.arch=dcgan, so a demod-only parameter would silently never be sampled."""
+    raw = space_with(
+        **{"search/optim.beta1/when": {"model.arch": ["dcgan-demod"]}, "points_to_evaluate": None}
+    )
+    with pytest.raises(SpaceError, match=r"search.optim.beta1.when: never holds: model.arch is 'dcgan'"):
+        parse_space(raw, path="s.yaml")
+
+
+def test_a_when_that_no_combination_of_choices_satisfies_is_an_error():
+    """train.loss is hinge only with sgd, so {adam, hinge} never happens although each value is possible."""
+    late = {
+        "type": "choice",
+        "values": ["none", "step"],
+        "when": {"optim.name": ["adam"], "train.loss": ["hinge"]},
+    }
+    raw = space_with(**{"search/schedule.name": late})
+    with pytest.raises(SpaceError, match=r"search.schedule.name.when: never holds: no combination"):
+        parse_space(raw, path="s.yaml")
+
+
+def test_a_duplicate_key_in_a_space_file_is_an_error(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text(
+        "base: quickstart\n"
+        "search:\n"
+        "  optim.lr: {type: loguniform, low: 1.0e-5, high: 1.0e-2}\n"
+        "  optim.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-3}\n"
+    )
+    with pytest.raises(SpaceError, match=r"found duplicate key 'optim.lr' \(first at line 3\)"):
+        load_space(str(path))
+
+
+def test_a_duplicate_key_in_a_nested_mapping_is_an_error(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text(
+        "base: quickstart\nsearch:\n  optim.lr: {type: loguniform, low: 1.0e-5, low: 1.0e-4, high: 1}\n"
+    )
+    with pytest.raises(SpaceError, match="found duplicate key 'low'"):
+        load_space(str(path))
+
+
+def test_numeric_parameters_are_checked_at_their_high_bound_too():
+    """batch_size 128 divides by 2 workers; 129, the high bound, does not."""
+    raw = space_with(
+        **{"fixed/train.workers": 2, "search/train.batch_size": {"type": "int", "low": 128, "high": 129}}
+    )
+    with pytest.raises(SpaceError, match=r"numeric parameters at their high bound: .*train.batch_size=129"):
+        parse_space(raw, path="s.yaml")
+
+
+def test_a_space_too_large_to_build_every_combination_says_so(caplog):
+    from ganray.tune import space_check
+
+    raw = space_with(**{"search/train.grid_size": {"type": "choice", "values": list(range(1, 9))}})
+    caplog.set_level("WARNING", logger="ganray.tune")
+    old = space_check.MAX_COMBINATIONS
+    space_check.MAX_COMBINATIONS = 5  # 2 optimizers x 8 grid sizes = 16 combinations
+    try:
+        parse_space(raw, path="s.yaml")
+    finally:
+        space_check.MAX_COMBINATIONS = old
+    assert (
+        "the space has 16 combinations of choices; cross-field rules were checked for the first 5"
+        in caplog.text
+    )

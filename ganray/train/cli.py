@@ -7,6 +7,7 @@ import logging
 import sys
 
 from ganray.checkpoint import CheckpointError
+from ganray.cli_args import int_in
 from ganray.config import ConfigError, add_set_argument, load_config
 from ganray.data import DataError
 from ganray.logs import setup_logging
@@ -23,7 +24,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run-name", help="run folder under --storage (default: derived from the config)")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint (storage.endpoint_url)")
     add_set_argument(p, "override a config value, e.g. --set train.epochs=2 (repeatable)")
-    p.add_argument("--workers", type=int, help="run as a Ray Train trial with N DDP workers")
+    p.add_argument(
+        "--workers",
+        type=int_in(1, why=" (omit --workers to train in-process, without Ray)"),
+        help="run as a Ray Train trial with N >= 1 DDP workers (without it: in-process, no Ray)",
+    )
     p.add_argument("--gpu", action="store_true", help="with --workers: one GPU per worker")
     p.add_argument("--address", default=None, help="Ray cluster address (default: auto, else start local)")
     return p.parse_args(argv)

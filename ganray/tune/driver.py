@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from ganray.config import ConfigError
-from ganray.storage import Storage, StorageError, is_local, join
+from ganray.storage import Storage, StorageError, check_name, check_uri, is_local, join
 from ganray.tune.space import Space
 
 log = logging.getLogger("ganray.tune")
@@ -324,17 +324,22 @@ def run_search(space: Space, opts: SearchOptions):
     from ganray.tune.outcome import collect, write_outcome
 
     name = opts.name or space.name
+    try:  # before anything is written: a typo must not become a local folder named 's3:'
+        check_uri(opts.storage_uri, allow_memory=False)
+        check_name(name, "experiment name (--name)")
+    except StorageError as e:
+        raise SearchError(str(e)) from None
     storage = Storage(opts.endpoint_url, opts.region)
     ctx = TrialContext(space, experiment_uri_for(opts.storage_uri, name), opts.endpoint_url, opts.region)
     try:
         ctx.trial_config({}, "check")
     except ConfigError as e:
         raise SearchError(f"{space.path}: {e}") from None
-    preflight(ctx, storage, opts.check_data)
     tune_path, tune_fs = tune_location(ctx.experiment_uri, storage)
     resuming = tune.Tuner.can_restore(tune_path, storage_filesystem=tune_fs)
     if opts.resume and not resuming:
         raise SearchError(f"--resume: no experiment to resume at {ctx.experiment_uri}")
+    preflight(ctx, storage, opts.check_data)
     record_space(storage, ctx, resuming)
 
     connect(opts.address)

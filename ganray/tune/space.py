@@ -33,26 +33,29 @@ every listed key (an earlier search parameter, or a base/fixed value) has one of
 the listed values. That is how one file covers several families with their own
 parameters (e.g. ``when: {model.arch: [stylegan2]}``).
 
-Everything is validated before Ray starts: unknown keys, unknown config keys,
-bad distributions, values outside the config's allowed range or choices (each
-bound and each choice is checked against ganray's Config), conditions that can
-never hold, points outside the space, and cross-field rules (every combination
-of choices is built into a Config). Errors name the file, the key, the problem
-and the allowed values.
+Everything is validated before Ray starts: duplicate keys (anywhere in the
+file), unknown keys, unknown config keys, bad distributions, values outside the
+config's allowed range or choices (both bounds and each choice are checked
+against ganray's Config), conditions that can never hold (also those on a
+base/fixed value), points outside the space, and cross-field rules (every
+combination of choices is built into a Config with the numeric parameters at
+their low and at their high bound; see space_check for the size limit, which
+is logged when reached). Errors name the file, the key, the problem and the
+allowed values.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ganray.config import Config, ConfigError, build_config, from_dict, read_yaml
+from ganray.config import Config, ConfigError, build_config, from_dict, load_yaml_text, read_yaml
+from ganray.tune.space_check import check_space
 
 TOP_KEYS = ("description", "base", "fixed", "search", "points_to_evaluate", "tune")
 PARAM_KEYS = {
@@ -81,7 +84,6 @@ NOT_SEARCHABLE = {
     "train.use_gpu": "per-trial resources must be fixed; set them in fixed",
     "train.seed": "set it in fixed (the searcher's seed is tune.searcher.seed)",
 }
-MAX_COMBINATIONS = 4096  # cross-field checks enumerate at most this many choice combinations
 
 
 class SpaceError(ConfigError):
@@ -301,9 +303,7 @@ def _mapping(err: _Errors, where: str, data: Any) -> dict[str, Any]:
 
 
 def _yaml_scalar(text: str) -> Any:
-    import yaml
-
-    return yaml.safe_load(text) if text else ""
+    return load_yaml_text(text, "--set") if text else ""
 
 
 def _read_base(err: _Errors, base: str, space_dir: Path) -> dict[str, Any]:
@@ -469,8 +469,8 @@ def _parse_when(
                 err.fail(cw, f"{never[0]!r} is never sampled; {ck} takes: {possible}")
         elif ck in later:
             err.fail(cw, f"{ck} is searched after this parameter; conditions are evaluated in file order")
-        # Otherwise the condition reads the base/fixed value: a family-specific
-        # parameter in a shared file is simply never sampled for other families.
+        # Otherwise the condition reads the base/fixed value; space_check fails
+        # when that value (or the earlier choices) can never satisfy it.
         out.append((ck, allowed))
     return tuple(out)
 
@@ -660,42 +660,9 @@ def _param_to_dict(p: Param) -> dict[str, Any]:
     return d
 
 
-def _combinations(err: _Errors, space: Space) -> typing.Iterator[dict[str, Any]]:
-    """Every assignment of the choice/const parameters (numeric ones at their low bound)."""
-
-    def walk(i: int, values: dict[str, Any]) -> typing.Iterator[dict[str, Any]]:
-        if i == len(space.params):
-            yield dict(values)
-            return
-        p = space.params[i]
-        if not p.active(_lookup(space.base_config, values)):
-            yield from walk(i + 1, values)
-            return
-        if p.config_key in values:
-            shown = ", ".join(f"{k}={v}" for k, v in values.items())
-            err.fail(
-                f"search.{p.key}",
-                f"two variants of {p.config_key} are both sampled when {shown}; "
-                f"make their `when` conditions exclusive",
-            )
-        options = p.possible() if p.type in ("choice", "const") else (p.low,)
-        for v in options:
-            values[p.config_key] = v
-            yield from walk(i + 1, values)
-            del values[p.config_key]
-
-    return walk(0, {})
-
-
 def _check_combinations(err: _Errors, space: Space) -> None:
-    """Cross-field rules (e.g. wgan-gp needs spectral norm) for every combination of choices."""
-    for combo in itertools.islice(_combinations(err, space), MAX_COMBINATIONS):
-        try:
-            space.trial_config(combo)
-        except ConfigError as e:
-            kinds = {p.config_key: p.type for p in space.params}
-            shown = ", ".join(f"{k}={v}" for k, v in combo.items() if kinds[k] in ("choice", "const"))
-            err.fail("search", f"the combination {shown} is not a valid config: {e}; add a `when` condition")
+    """Every `when` can hold and every combination is a valid config (see space_check); points too."""
+    check_space(space, lambda values: _lookup(space.base_config, values), err.fail)
     for i, point in enumerate(space.points):
         try:
             space.trial_config(point)
