@@ -1,11 +1,19 @@
-"""``python -m ganray.generate``: images from a trained generator, as one PNG grid.
+"""``python -m ganray.generate``: images from a trained generator, as a grid, a folder or an .npz.
 
     python -m ganray.generate --checkpoint pulled/ --n 64 --out grid.png
-    python -m ganray.generate --checkpoint s3://bucket/exp/trials/ID/checkpoints/epoch_0004.pt --out grid.png
+    python -m ganray.generate --checkpoint pulled/ --seeds 0-9999 --out fakes/       # seed0000.png ...
+    python -m ganray.generate --checkpoint pulled/ --seeds 0-49999 --out fakes.npz   # uint8 [N, H, W, C]
+    python -m ganray.generate --checkpoint s3://bucket/exp/trials/ID/checkpoints/epoch_0004.pt --out grid.jpg
 
 --checkpoint is a checkpoint file (local or any storage URI) or a local folder
 holding exactly one (what ``python -m ganray.pull`` writes). The EMA generator
-is used when the run kept one (--no-ema for the trained G).
+is used when the run kept one (--no-ema for the trained G). Image i comes from
+its own seed (``--seeds``, else --seed .. --seed+n-1), so a seed always gives
+the same image whatever the batch or output. --out picks the output: .png /
+.jpg is one grid (at most 1024 images), .npz one uint8 NHWC array ``arr_0``
+(NVlabs/ADM evaluation layout), a folder one PNG per seed (pytorch-fid,
+clean-fid). Folders and arrays are written in batches of --batch images, so
+memory does not grow with the image count. Exit status: 0 written, 1 bad input.
 """
 
 from __future__ import annotations
@@ -13,9 +21,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ganray.checkpoint import CheckpointError
+from ganray.cli_args import SEED, int_in, uri
 from ganray.config import ConfigError
+from ganray.image_io import MAX_SEEDS, WRITERS, OutputError, check_output, output_kind, parse_seeds
 from ganray.storage import Storage, StorageError, is_local
 
 
@@ -30,43 +42,106 @@ def resolve_checkpoint(path: str) -> str:
     return path
 
 
+@dataclass
+class Request:
+    """One generate call; a mode (see MODES) turns it into written images."""
+
+    checkpoint: str
+    out: str
+    seeds: list[int]
+    use_ema: bool = True
+    batch: int = 256  # images per forward pass and per write (bounds memory)
+
+
+def run_images(req: Request, storage: Storage) -> str:
+    """Mode 'images': one image per seed, to a grid, a folder or an .npz (by --out)."""
+    from ganray.inference import load_generator, sample_seeds
+
+    kind = output_kind(req.out, storage)
+    check_output(req.out, kind, len(req.seeds), storage)
+    G, cfg, which = load_generator(resolve_checkpoint(req.checkpoint), storage, req.use_ema)
+    shape = (len(req.seeds), cfg.model.resolution, cfg.model.resolution, cfg.model.channels)
+    n = WRITERS[kind](storage, req.out, sample_seeds(G, req.seeds, req.batch), req.seeds, shape)
+    print(f"{n} images from {which} ({cfg.model.arch}, {cfg.model.resolution}px) -> {req.out} ({kind})",
+          file=sys.stderr)  # fmt: skip
+    return req.out
+
+
+# Generation modes by name; later modes (truncation sweeps, style mixing,
+# interpolation) register here with their own options in _parser.
+MODES: dict[str, Callable[[Request, Storage], str]] = {"images": run_images}
+
+
 def generate(
-    checkpoint: str, n: int, out: str, seed: int = 0, use_ema: bool = True, storage: Storage | None = None
+    checkpoint: str,
+    n: int = 64,
+    out: str = "grid.png",
+    seed: int = 0,
+    use_ema: bool = True,
+    storage: Storage | None = None,
+    seeds: list[int] | None = None,
+    batch: int = 256,
+    mode: str = "images",
 ) -> str:
-    """Write a grid of ``n`` samples to ``out`` (local path or URI); return ``out``."""
-    from ganray.inference import load_generator, sample
-    from ganray.train.artifacts import images_to_png
-
-    storage = storage or Storage()
-    G, cfg, which = load_generator(resolve_checkpoint(checkpoint), storage, use_ema)
-    images = sample(G, n, seed)
-    storage.write_bytes(out, images_to_png(images))
-    print(f"{n} images from {which} ({cfg.model.arch}, {cfg.model.resolution}px) -> {out}", file=sys.stderr)
-    return out
+    """Write images of ``seeds`` (default ``seed .. seed+n-1``) to ``out``; return ``out``."""
+    req = Request(
+        checkpoint, out, seeds if seeds is not None else list(range(seed, seed + n)), use_ema, batch
+    )
+    return MODES[mode](req, storage or Storage())
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m ganray.generate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint file or URI, or a folder holding one")
-    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
-    p.add_argument("--out", default="grid.png", help="PNG to write: local path or URI (default grid.png)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument(
+        "--mode", choices=sorted(MODES), default="images", help="what to generate (default images)"
+    )
+    p.add_argument(
+        "--out",
+        type=uri(),
+        default="grid.png",
+        help="FILE.png/.jpg (grid), FILE.npz (uint8 NHWC) or DIR/ (one PNG per seed); local path or URI",
+    )
+    p.add_argument("--seeds", type=parse_seeds_arg, default=None, help="seeds, e.g. 0-9999 or 1,5,7-9")
+    p.add_argument(
+        "--n", type=int_in(1, MAX_SEEDS), default=64, help="without --seeds: number of images (default 64)"
+    )
+    p.add_argument("--seed", type=SEED, default=0, help="without --seeds: the first seed (default 0)")
+    p.add_argument("--batch", type=int_in(1, 4096), default=256, help="images per batch (default 256)")
     p.add_argument("--no-ema", dest="use_ema", action="store_false", help="use G, not G_ema")
     p.add_argument("--endpoint-url", default="", help="S3-compatible endpoint for s3:// URIs")
-    args = p.parse_args(argv)
-    if args.n < 1:
-        p.error("--n must be >= 1")
+    return p
+
+
+def parse_seeds_arg(text: str) -> list[int]:
     try:
-        print(
-            generate(args.checkpoint, args.n, args.out, args.seed, args.use_ema, Storage(args.endpoint_url))
+        return parse_seeds(text)
+    except OutputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        out = generate(
+            args.checkpoint,
+            args.n,
+            args.out,
+            args.seed,
+            args.use_ema,
+            Storage(args.endpoint_url),
+            seeds=args.seeds,
+            batch=args.batch,
+            mode=args.mode,
         )
-    except (CheckpointError, ConfigError, StorageError, FileNotFoundError) as e:
+    except (CheckpointError, ConfigError, StorageError, OutputError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    print(out)
     return 0
 
 

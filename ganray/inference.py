@@ -8,6 +8,7 @@ if the run kept one (``train.ema_decay > 0``), else the trained generator's.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -34,7 +35,16 @@ def generator_from_state(state: dict[str, Any], use_ema: bool = True) -> tuple[n
 def _sidecar_sha(storage: Storage, uri: str) -> str | None:
     sidecar = uri[: -len(".pt")] + ".json" if uri.endswith(".pt") else None
     if sidecar and storage.exists(sidecar):
-        return json.loads(storage.read_text(sidecar)).get("sha256")
+        try:
+            meta = json.loads(storage.read_bytes(sidecar))
+        except ValueError:
+            meta = None
+        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str):
+            raise ckpt.CheckpointError(
+                f"sidecar {sidecar} is corrupt (not a JSON object with a sha256), so {uri} cannot be "
+                f"verified; restore the sidecar, or pull the checkpoint again"
+            )
+        return meta["sha256"]
     return None
 
 
@@ -45,6 +55,18 @@ def load_generator(
     storage = storage or Storage()
     state = ckpt.load_checkpoint(storage, uri, _sidecar_sha(storage, uri))
     return generator_from_state(state, use_ema)
+
+
+def seed_noise(seeds: list[int], latent_dim: int) -> torch.Tensor:
+    """z [len(seeds), latent_dim]: row i from its own seed, so an image depends on its seed alone."""
+    return torch.stack([torch.randn(latent_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+@torch.no_grad()
+def sample_seeds(G: nn.Module, seeds: list[int], batch: int = 256) -> Iterator[torch.Tensor]:
+    """Images in [-1, 1] ([b, C, R, R]) for ``seeds``, ``batch`` at a time (bounded memory)."""
+    for i in range(0, len(seeds), batch):
+        yield G(seed_noise(seeds[i : i + batch], G.latent_dim)).clamp(-1, 1)
 
 
 @torch.no_grad()
