@@ -176,6 +176,14 @@ def join(uri: str, *parts: str) -> str:
     return f"{scheme}://{out}" if sep else out
 
 
+def relative_to(uri: str, root: str) -> str:
+    """``uri`` as a '/'-separated path below ``root`` (ValueError when it is not below it)."""
+    prefix = root.rstrip("/") + "/"
+    if not uri.startswith(prefix):
+        raise ValueError(f"{uri} is not below {root}")
+    return uri[len(prefix) :]
+
+
 class Storage:
     """A filesystem bound to one set of connection settings.
 

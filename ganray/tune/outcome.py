@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from ganray import checkpoint as ckpt
-from ganray.storage import Storage, join
+from ganray.storage import Storage, join, relative_to
 from ganray.train import artifacts
 
 log = logging.getLogger("ganray.tune")
@@ -202,6 +202,10 @@ def best_record(outcome: Outcome, storage: Storage) -> dict[str, Any] | None:
         f"best_{outcome.metric}": b.best,
         "epoch": b.best_epoch,
         "epochs_completed": b.epochs,
+        # Locations relative to the experiment (what ganray.pull resolves, so a moved or
+        # copied experiment pulls from itself); the *_uri fields are information only.
+        "run": relative_to(b.run_uri, outcome.experiment_uri),
+        "checkpoint": relative_to(b.checkpoint_uri, outcome.experiment_uri) if b.checkpoint_uri else None,
         "checkpoint_uri": b.checkpoint_uri,
         "checkpoint_sha256": sha,
         "grid_uri": artifacts.grid_uri(b.run_uri, b.best_epoch),
