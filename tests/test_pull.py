@@ -9,7 +9,7 @@ import pytest
 
 from ganray import checkpoint as ckpt
 from ganray.config import load_config
-from ganray.pull import PullError, main, pull
+from ganray.pull import main, pull
 from ganray.storage import Storage, join
 from ganray.tune.outcome import Outcome, TrialOutcome, write_outcome
 
