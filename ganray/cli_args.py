@@ -28,10 +28,12 @@ def int_in(low: int, high: int | None = None, why: str = "") -> Callable[[str], 
     return parse
 
 
-def uri(allow_memory: bool = False) -> Callable[[str], str]:
+def uri(allow_memory: bool = False, allow_empty: bool = False) -> Callable[[str], str]:
     """An argparse type: a storage URI or local path ganray can use (see storage.check_uri)."""
 
     def parse(text: str) -> str:
+        if allow_empty and text == "":
+            return text
         try:
             return check_uri(text, allow_memory=allow_memory)
         except StorageError as e:

@@ -354,3 +354,61 @@ def test_missing_default_fashion_mnist_names_the_package(tmp_path, monkeypatch):
         DataError, match=r"download failed \(no network\).*apt-get install dataset-fashion-mnist.*data\.uri"
     ):
         build_dataset(DataConfig(cache_dir=str(tmp_path)))
+
+
+# ---------------------------------------------------------------- issue 11 items 5, 15
+
+
+def test_prepare_refuses_a_non_empty_destination(prepared, tmp_path):
+    before = sorted(os.listdir(prepared))
+    with pytest.raises(DataError, match="is not empty .*pass --overwrite"):
+        prepare("fashion-mnist", prepared, 32, limit=10, log=_quiet)
+    assert sorted(os.listdir(prepared)) == before
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match="has no manifest.json and holds notes.txt; choose an empty folder"):
+        prepare("fashion-mnist", str(other), 32, limit=10, log=_quiet, overwrite=True)
+    assert os.listdir(other) == ["notes.txt"]
+
+
+def test_overwrite_replaces_the_dataset_atomically(prepared):
+    old = _read(prepared)
+
+    def crash_after_first_shard(msg: str) -> None:
+        if msg.startswith("  shard-"):
+            raise KeyboardInterrupt  # interrupted mid-replace, after one new shard was written
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare(
+            "fashion-mnist",
+            prepared,
+            32,
+            limit=100,
+            shard_size=50,
+            log=crash_after_first_shard,
+            overwrite=True,
+        )
+    assert torch.equal(_read(prepared).images_uint8, old.images_uint8)  # the old dataset is whole
+    manifest = prepare("fashion-mnist", prepared, 32, limit=100, shard_size=50, log=_quiet, overwrite=True)
+    assert _read(prepared).images_uint8.shape[0] == 100
+    names = {s["name"] for s in manifest["shards"]}
+    assert sorted(os.listdir(prepared)) == sorted(names | {"manifest.json"})  # no old or orphan shard
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--limit", "-5"], "argument --limit: must be at least 0, got -5"),
+        (["--resolution", "33"], "--resolution 33: use a power of two"),
+        (["--shard-size", "0"], "argument --shard-size: must be at least 1"),
+    ],
+)
+def test_cli_refuses_bad_sizes_before_writing(tmp_path, capsys, args, fragment):
+    argv = ["prepare", "fashion-mnist", str(tmp_path / "x"), "--resolution", "32", *args]
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    assert code == 2 and fragment in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

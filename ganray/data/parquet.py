@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -47,8 +48,13 @@ _REQUIRED = (
 )
 
 
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}.parquet"
+def shard_name(index: int, generation: str = "") -> str:
+    """``shard-00000.parquet``; a re-prepare adds its generation (``shard-00000-1a2b3c4d.parquet``)."""
+    return f"shard-{index:05d}{'-' + generation if generation else ''}.parquet"
+
+
+def _is_shard(name: str) -> bool:
+    return name.startswith("shard-") and name.endswith(".parquet")
 
 
 def _fix(uri: str, manifest: dict[str, Any] | None = None) -> str:
@@ -93,15 +99,19 @@ def write_shards(
 ) -> dict[str, Any]:
     """Write images [N, C, R, R] and labels as shards plus the manifest; return the manifest.
 
-    ``meta`` adds source, split and provenance fields to the manifest. An old
-    manifest is removed first, so an interrupted re-prepare reads as unfinished.
+    ``meta`` adds source, split and provenance fields to the manifest. Replacing
+    a dataset is atomic for readers: the new shards are written beside the old
+    ones under new names, the manifest (one atomic write) is swapped last, and
+    only then are the old shards deleted. An interrupted re-prepare leaves the
+    old dataset whole (plus unreferenced shards the next prepare removes).
     """
-    storage.remove(join(dest, MANIFEST))
+    old = {name for name in storage.listdir(dest) if _is_shard(name)}
+    generation = uuid.uuid4().hex[:8] if old else ""
     n, c, r, _ = images.shape
     shards = []
     for index, start in enumerate(range(0, n, shard_size)):
         data = _shard_bytes(images[start : start + shard_size], labels[start : start + shard_size])
-        name = shard_name(index)
+        name = shard_name(index, generation)
         storage.write_bytes(join(dest, name), data)
         count = min(shard_size, n - start)
         shards.append({"name": name, "count": count, "sha256": hashlib.sha256(data).hexdigest()})
@@ -110,8 +120,8 @@ def write_shards(
     manifest["shards"] = shards
     storage.write_text(join(dest, MANIFEST), json.dumps(manifest, indent=2) + "\n")
     keep = {s["name"] for s in shards}
-    for name in storage.listdir(dest):  # shards of an earlier, larger prepare
-        if name.startswith("shard-") and name.endswith(".parquet") and name not in keep:
+    for name in storage.listdir(dest):  # the replaced dataset's shards (and any unreferenced ones)
+        if _is_shard(name) and name not in keep:
             storage.remove(join(dest, name))
     return manifest
 
