@@ -31,7 +31,7 @@ from ganray.storage import Storage, join
 from ganray.train import artifacts
 from ganray.train.batches import Batches, subset_indices
 from ganray.train.distributed import DistContext, unwrap
-from ganray.train.step import GanState, gan_step, sample_slice
+from ganray.train.step import GanState, gan_step, grad_scalers, sample_slice
 
 log = logging.getLogger("ganray.train")
 
@@ -129,7 +129,7 @@ class Trainer:
         G_ema = copy.deepcopy(G).eval().requires_grad_(False) if c.train.ema_decay > 0 else None
         opt_g, opt_d = build_optimizers(G, D, c.optim)
         amp = amp_dtype_for(c.train.amp, dev)
-        fp16 = amp == torch.float16
+        scaler_g, scaler_d = grad_scalers(amp, dev)
         self.state = GanState(
             G=G,
             D=D,
@@ -138,8 +138,8 @@ class Trainer:
             G_ema=G_ema,
             amp_dtype=amp,
             noise=torch.Generator(device=dev).manual_seed(c.train.seed),
-            scaler_g=torch.amp.GradScaler("cuda") if fp16 else None,
-            scaler_d=torch.amp.GradScaler("cuda") if fp16 else None,
+            scaler_g=scaler_g,
+            scaler_d=scaler_d,
         )
         self.sched_g = build_scheduler(opt_g, c.schedule, c.train.epochs)
         self.sched_d = build_scheduler(opt_d, c.schedule, c.train.epochs)

@@ -41,6 +41,19 @@ class GanState:
     extra: dict = field(default_factory=dict)  # room for later regularizer state
 
 
+def grad_scalers(
+    amp_dtype: torch.dtype | None, device: torch.device
+) -> tuple[torch.amp.GradScaler | None, torch.amp.GradScaler | None]:
+    """(G's, D's) loss scalers: only fp16 needs them (bf16 has fp32's range).
+
+    The scaler is made for the training device's type, so the fp16 path is the
+    same code on CUDA and CPU (torch >= 2.3 has a CPU GradScaler).
+    """
+    if amp_dtype != torch.float16:
+        return None, None
+    return torch.amp.GradScaler(device.type), torch.amp.GradScaler(device.type)
+
+
 def sample_slice(
     gen: torch.Generator,
     global_batch: int,
