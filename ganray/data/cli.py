@@ -121,7 +121,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int_in(1), default=DEFAULT_SHARD_SIZE, help="images per shard")
     p.add_argument("--limit", type=int_in(0), default=0, help="only the first N images (0 = all)")
     p.add_argument(
-        "--uri", type=uri(allow_empty=True), default="", help="where the source lives (default: its usual location)"
+        "--uri",
+        type=uri(allow_empty=True),
+        default="",
+        help="where the source lives (default: its usual location)",
     )
     p.add_argument(
         "--overwrite",

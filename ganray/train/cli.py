@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import sys
 
+import yaml
+
 from ganray.checkpoint import CheckpointError
 from ganray.cli_args import int_in
-from ganray.config import ConfigError, add_set_argument, load_config
+from ganray.config import Config, ConfigError, add_set_argument, load_config
 from ganray.data import DataError
 from ganray.logs import setup_logging
-from ganray.storage import Storage, StorageError
+from ganray.metrics.backbone_types import BackboneError
+from ganray.storage import Storage, StorageError, join
 from ganray.train.loop import NonFiniteLossError
 
 log = logging.getLogger("ganray.train")
@@ -55,16 +59,48 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = config_from_args(args)
         Storage.from_config(cfg.storage).check_writable(cfg.storage.uri)
-    except (ConfigError, StorageError) as e:
+        cfg = pin_backbone(cfg)
+    except (ConfigError, StorageError, DataError, BackboneError) as e:
         sys.exit(f"error: {e}")
     try:
         last = _run(cfg, args)
-    except (DataError, CheckpointError, NonFiniteLossError) as e:
+    except (DataError, CheckpointError, NonFiniteLossError, BackboneError) as e:
         sys.exit(f"error: {e}")
     log.info("done: %s", {k: last[k] for k in ("epoch", "d_loss", "g_loss", "fid") if k in last})
 
 
-def _run(cfg, args: argparse.Namespace) -> dict:
+def pin_backbone(cfg: Config) -> Config:
+    """Resolve ``metrics.backbone: auto`` once, here, and write the concrete name into the config.
+
+    Every epoch (and, with --workers, every worker and restart) is then scored by
+    the same network. A resumed run keeps the backbone its config.yaml recorded.
+    The run folder is named before pinning, so the same command keeps resuming it.
+    """
+    from ganray.metrics.backbones import resolve_backbone_name
+    from ganray.train.loop import run_name_for, run_uri_for
+
+    if not cfg.metrics.fid or cfg.metrics.backbone != "auto":
+        return cfg
+    storage = Storage.from_config(cfg.storage)
+    cfg = copy.deepcopy(cfg)
+    cfg.storage.run_name = run_name_for(cfg)
+    stored = join(run_uri_for(cfg), "config.yaml")
+    name = _stored_backbone(storage, stored)
+    cfg.metrics.backbone = name if name != "auto" else resolve_backbone_name(cfg.metrics, cfg.data, storage)
+    log.info("FID backbone: %s", cfg.metrics.backbone)
+    return cfg
+
+
+def _stored_backbone(storage: Storage, config_uri: str) -> str:
+    """metrics.backbone of a run's config.yaml; 'auto' when there is none (or it is unreadable)."""
+    try:
+        before = yaml.safe_load(storage.read_text(config_uri)) if storage.exists(config_uri) else None
+        return str(before["metrics"]["backbone"])
+    except (yaml.YAMLError, TypeError, KeyError, UnicodeDecodeError):
+        return "auto"
+
+
+def _run(cfg: Config, args: argparse.Namespace) -> dict:
     """Train in-process, or as a Ray Train trial with --workers; return the last metrics."""
     if args.workers:
         from ganray.train.ray_trial import run_trial

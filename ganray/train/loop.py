@@ -270,6 +270,7 @@ class Trainer:
 
     def _train_epoch(self, epoch: int, t_start: float) -> dict[str, Any]:
         c, ctx, s = self.cfg, self.ctx, self.state
+        self._eval_backbone()  # before training: a backbone this node cannot load loses no epoch
         s.G.train()
         s.D.train()
         sums = torch.zeros(4, device=ctx.device)
@@ -366,30 +367,52 @@ class Trainer:
             "val_d_acc_fake": v[3].item(),
         }
 
-    def _evaluate(self, epoch: int) -> dict[str, Any]:
-        """FID (and configured extras) on evaluation epochs; all ranks take part."""
+    def _evaluates(self, epoch: int) -> bool:
         m = self.cfg.metrics
-        if not m.fid or (epoch % m.eval_every and epoch != self.cfg.train.epochs):
+        return m.fid and (epoch % m.eval_every == 0 or epoch == self.cfg.train.epochs)
+
+    def _eval_backbone(self) -> Any:
+        """The FID backbone, built once per run. Called before the first epoch trains, so a
+        node that cannot load the run's (pinned) backbone fails at once and loses no epoch."""
+        if self._backbone is None and self.cfg.metrics.fid:
+            from ganray.metrics.backbones import load_pinned_backbone
+
+            m = self.cfg.metrics
+            self._backbone = load_pinned_backbone(m.backbone, m, self.storage, self.cfg.data)
+        return self._backbone
+
+    def _evaluate(self, epoch: int) -> dict[str, Any]:
+        """FID (and configured extras) on evaluation epochs; all ranks take part.
+
+        A failure is recorded in the row (``eval_error``) and logged, and training
+        goes on: the epoch's checkpoint is still written. Under DDP it is raised
+        instead (the ranks may be waiting in different collectives); Ray Train then
+        restarts the workers from the previous epoch's checkpoint.
+        """
+        if not self._evaluates(epoch):
             return {}
         from ganray.metrics import evaluate_generator
-        from ganray.metrics.backbones import build_backbone
 
-        if self._backbone is None:  # built once per run, not per evaluation
-            self._backbone = build_backbone(m.backbone, m, self.storage, dataset_source=self.cfg.data.source)
         G = self.state.G_ema if self.state.G_ema is not None else unwrap(self.state.G)
-        return evaluate_generator(
-            G,
-            m,
-            self.cfg.data,
-            self.storage,
-            join(self.cfg.storage.uri, "_cache", "fid-stats"),
-            self.ctx.device,
-            rank=self.ctx.rank,
-            world_size=self.ctx.world_size,
-            seed=self.cfg.train.seed,
-            backbone=self._backbone,
-            dataset=self.dataset,  # the train split this run already decoded
-        )
+        try:
+            return evaluate_generator(
+                G,
+                self.cfg.metrics,
+                self.cfg.data,
+                self.storage,
+                join(self.cfg.storage.uri, "_cache", "fid-stats"),
+                self.ctx.device,
+                rank=self.ctx.rank,
+                world_size=self.ctx.world_size,
+                seed=self.cfg.train.seed,
+                backbone=self._eval_backbone(),
+                dataset=self.dataset,  # the train split this run already decoded
+            )
+        except Exception as e:  # noqa: BLE001 - whatever broke, the trained epoch is kept
+            if self.ctx.distributed:
+                raise
+            log.warning("epoch %d: evaluation failed (training goes on): %s: %s", epoch, type(e).__name__, e)
+            return {"eval_error": f"{type(e).__name__}: {e}"}
 
     # ------------------------------------------------------------ artifacts
     def sample(self, n: int, seed: int) -> torch.Tensor:

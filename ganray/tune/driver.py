@@ -59,6 +59,7 @@ class TrialContext:
     experiment_uri: str
     endpoint_url: str = ""
     region: str = ""
+    backbone: str = ""  # the FID backbone pinned by the driver for every trial ('' = the config's)
 
     @property
     def trials_uri(self) -> str:
@@ -71,7 +72,10 @@ class TrialContext:
             "endpoint_url": self.endpoint_url,
             "region": self.region,
         }
-        return self.space.trial_config(sampled, storage)
+        cfg = self.space.trial_config(sampled, storage)
+        if self.backbone:
+            cfg.metrics.backbone = self.backbone
+        return cfg
 
 
 # ---------------------------------------------------------------- the trial
@@ -340,6 +344,7 @@ def run_search(space: Space, opts: SearchOptions):
     if opts.resume and not resuming:
         raise SearchError(f"--resume: no experiment to resume at {ctx.experiment_uri}")
     preflight(ctx, storage, opts.check_data)
+    ctx = dataclasses.replace(ctx, backbone=_pinned_backbone(ctx, storage, resuming))
     record_space(storage, ctx, resuming)
 
     connect(opts.address)
@@ -397,6 +402,20 @@ def run_search(space: Space, opts: SearchOptions):
     outcome = collect(grid, ctx, storage)
     write_outcome(outcome, storage)
     return outcome
+
+
+def _pinned_backbone(ctx: TrialContext, storage: Storage, resuming: bool) -> str:
+    """The FID backbone every trial uses, resolved once here (see ganray.tune.backbone)."""
+    from ganray.metrics.backbone_types import BackboneError
+    from ganray.tune.backbone import pin_search_backbone
+
+    try:
+        record = pin_search_backbone(ctx, storage, resuming)
+    except BackboneError as e:
+        raise SearchError(f"FID backbone: {e}") from None
+    if record:
+        log.info("FID backbone for every trial: %s (%s)", record["metrics.backbone"], record["fid_label"])
+    return record.get("metrics.backbone", "")
 
 
 def _trial_name(trial) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from ganray import checkpoint as ckpt
 from ganray.storage import Storage, join, relative_to
 from ganray.train import artifacts
+from ganray.tune.backbone import read_pinned
 
 log = logging.getLogger("ganray.tune")
 
@@ -47,6 +48,7 @@ class Outcome:
     metric: str
     mode: str
     trials: list[TrialOutcome]
+    backbone: dict[str, Any] = dataclasses.field(default_factory=dict)  # ganray.tune.backbone's record
 
     @property
     def best(self) -> TrialOutcome | None:
@@ -138,7 +140,7 @@ def collect(grid, ctx, storage: Storage) -> Outcome:
             )
         )
     trials.sort(key=lambda t: t.trial_id)
-    return Outcome(ctx.experiment_uri, metric, mode, trials)
+    return Outcome(ctx.experiment_uri, metric, mode, trials, read_pinned(storage, ctx.experiment_uri))
 
 
 # ---------------------------------------------------------------- outputs
@@ -211,6 +213,7 @@ def best_record(outcome: Outcome, storage: Storage) -> dict[str, Any] | None:
         "grid_uri": artifacts.grid_uri(b.run_uri, b.best_epoch),
         "run_uri": b.run_uri,
         "params": b.params,
+        **outcome.backbone,  # the one FID backbone of the whole search
         "config": _read_yaml(storage, config_uri),
     }
 
@@ -230,6 +233,7 @@ def results_rows(outcome: Outcome) -> list[dict[str, Any]]:
             "status": t.status,
             "error": t.error or None,
             f"trial_best_{outcome.metric}": t.best,
+            **outcome.backbone,  # per epoch rows repeat what the evaluation recorded
         }
         base.update({f"param.{k}": v for k, v in t.params.items()})
         if not t.history:
