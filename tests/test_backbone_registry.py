@@ -98,3 +98,16 @@ def test_auto_backbone_of_parquet_shards_comes_from_their_manifest(
     assert origin_of(data, Storage()) == Origin("fashion-mnist", prepared_side=32)
     assert resolve_backbone_name(MetricsConfig(), data, Storage()) == "fashion-mnist-classifier"
     assert build_backbone("auto", MetricsConfig(), Storage(), data=data).name == "fashion-mnist-classifier"
+
+
+def test_train_backbone_on_parquet_shards_names_the_missing_uri_and_works_with_it(tmp_path, capsys) -> None:  # noqa: ANN001
+    from ganray.metrics.cli import main
+
+    assert main(["train-backbone", "--dataset", "parquet"]) == 2
+    assert "data.uri is empty" in capsys.readouterr().err
+    shards = prepared_fashion(tmp_path)  # a train split only: the classifier is measured on a holdout
+    out = str(tmp_path / "bb.pt")
+    argv = ["train-backbone", "--dataset", "parquet", "--data-uri", shards, "--epochs", "1", "--out", out]
+    assert main(argv) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["uri"] == out and meta["eval_split"].startswith("holdout") and meta["train_images"] == 18

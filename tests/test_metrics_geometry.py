@@ -91,3 +91,14 @@ def test_conform_crops_and_resizes_any_image_folder_picture() -> None:
     photo = Image.fromarray(np.full((90, 120, 3), 200, np.uint8))  # not square, any size
     out = conform(photo, DataConfig(source="image-folder", resolution=32, channels=3), Origin("image-folder"))
     assert out.shape == (3, 32, 32) and (out == 200).all()
+
+
+def test_too_few_or_undecodable_images_are_one_line_errors(tmp_path, capsys) -> None:  # noqa: ANN001
+    one = write_pngs(tmp_path / "one", fashion_test_images(1))
+    base = ["fid", "--dataset", "fashion-mnist", "--cache", str(tmp_path / "c")]
+    assert main([*base, "--images", str(one)]) == 2
+    assert "FID needs at least 2" in capsys.readouterr().err
+    broken = write_pngs(tmp_path / "broken", fashion_test_images(3))
+    (broken / "zz.png").write_bytes(b"not a png")
+    assert main([*base, "--images", str(broken)]) == 2
+    assert "zz.png is not a readable image" in capsys.readouterr().err

@@ -132,8 +132,10 @@ def image_batches(
             try:
                 with Image.open(io.BytesIO(storage.read_bytes(f))) as im:
                     arrays.append(conform(im, data_cfg, origin))
-            except (DataError, OSError) as e:  # PIL raises OSError for undecodable files
+            except DataError as e:
                 raise DataError(f"--images: {f}: {e}") from None
+            except OSError:  # PIL's error for undecodable bytes names only its buffer
+                raise DataError(f"--images: {f} is not a readable image; delete or replace it") from None
         yield torch.from_numpy(np.stack(arrays)).float().div_(127.5).sub_(1.0)
 
 
@@ -151,6 +153,8 @@ def cmd_fid(args: argparse.Namespace) -> dict[str, Any]:
         cfg = _partial_config(args, ("data", "metrics", "storage"))
         cache = args.cache or join(cfg.storage.uri, "_cache", "fid-stats")
         files = image_files(storage, args.images)[: cfg.metrics.num_samples]
+        if len(files) < 2:  # a covariance needs two images
+            raise DataError(f"--images {args.images}: {len(files)} image found; FID needs at least 2")
         batches = image_batches(storage, files, cfg.data, cfg.metrics.batch_size)
         out = evaluate_images(batches, cfg.metrics, cfg.data, storage, cache, device, seed=args.seed)
         out["source"] = args.images
