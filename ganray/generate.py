@@ -96,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--checkpoint", required=True, help="checkpoint file or URI, or a folder holding one")
+    p.add_argument(
+        "--checkpoint", type=uri(), required=True, help="checkpoint file or URI, or a folder holding one"
+    )
     p.add_argument(
         "--mode", choices=sorted(MODES), default="images", help="what to generate (default images)"
     )

@@ -32,7 +32,8 @@ def generator_from_state(state: dict[str, Any], use_ema: bool = True) -> tuple[n
     return G.eval().requires_grad_(False), cfg, which
 
 
-def _sidecar_sha(storage: Storage, uri: str) -> str | None:
+def sidecar_sha(storage: Storage, uri: str) -> str | None:
+    """The sha256 in ``uri``'s sidecar (None without one); CheckpointError if the sidecar is corrupt."""
     sidecar = uri[: -len(".pt")] + ".json" if uri.endswith(".pt") else None
     if sidecar and storage.exists(sidecar):
         try:
@@ -53,7 +54,7 @@ def load_generator(
 ) -> tuple[nn.Module, Config, str]:
     """Load G from a checkpoint file (local path or URI), verified against its sidecar when present."""
     storage = storage or Storage()
-    state = ckpt.load_checkpoint(storage, uri, _sidecar_sha(storage, uri))
+    state = ckpt.load_checkpoint(storage, uri, sidecar_sha(storage, uri))
     return generator_from_state(state, use_ema)
 
 

@@ -15,6 +15,7 @@ import copy
 import io
 import json
 import logging
+import math
 import os
 import shlex
 import sys
@@ -25,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ganray.checkpoint import CheckpointError
+from ganray.cli_args import SEED, int_in, uri
 from ganray.config import (
     Config,
     ConfigError,
@@ -39,7 +42,7 @@ from ganray.config import (
 )
 from ganray.data.dataset import DataError
 from ganray.metrics.backbones import BackboneError
-from ganray.storage import Storage, join
+from ganray.storage import Storage, StorageError, join
 
 log = logging.getLogger("ganray.metrics")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -47,6 +50,45 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 def _device(name: str | None) -> torch.device:
     return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def device_arg(text: str) -> str:
+    """An argparse type: ``cpu``, ``cuda`` or ``cuda:N`` that exists on this machine."""
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device ganray runs on; use cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise argparse.ArgumentTypeError(
+                f"{text}: no CUDA GPU is visible on this machine; use --device cpu"
+            )
+        if dev.index is not None and dev.index >= count:
+            raise argparse.ArgumentTypeError(
+                f"{text}: this machine has {count} GPU(s), cuda:0..cuda:{count - 1}"
+            )
+    return text
+
+
+def widths_arg(text: str) -> str:
+    """An argparse type: comma-separated positive channel counts, e.g. 32,64,128."""
+    parts = text.split(",")
+    if not all(p.strip().isdigit() and 0 < int(p) <= 4096 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected channel counts like 32,64,128 (each 1..4096)")
+    return text
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
 
 
 # --------------------------------------------------------------------- fid
@@ -91,12 +133,13 @@ def _generator_from_checkpoint(
 ) -> tuple[Any, Config]:
     """(G_ema if saved else G, the checkpoint's config with the CLI's overrides)."""
     from ganray import checkpoint as ckpt
+    from ganray.inference import sidecar_sha
     from ganray.models import build_models
 
-    side = uri[: -len(".pt")] + ".json"
-    sha = json.loads(storage.read_text(side)).get("sha256") if storage.exists(side) else None
-    state = ckpt.load_checkpoint(storage, uri, sha)
-    cfg = _config(overrides, base=state.get("config", {}))
+    state = ckpt.load_checkpoint(storage, uri, sidecar_sha(storage, uri))
+    if not isinstance(state.get("config"), dict) or "G" not in state:
+        raise ckpt.CheckpointError(f"{uri} is not a ganray training checkpoint: it has no 'config' or 'G'")
+    cfg = _config(overrides, base=state["config"])
     G, _ = build_models(cfg.model)
     G.load_state_dict(state["G_ema"] if state.get("G_ema") is not None else state["G"])
     return G, cfg
@@ -242,7 +285,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="storage.uri (root of runs, reference cache and backbones)")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint")
     add_set_argument(p, "override a config value, e.g. --set data.resolution=64 (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -254,7 +297,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fid", help="score a checkpoint or an image folder; print JSON")
     src = f.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="ganray checkpoint URI (G_ema is used when saved)")
+    src.add_argument("--checkpoint", type=uri(), help="ganray checkpoint URI (G_ema is used when saved)")
     src.add_argument("--images", help="folder (path or URI) of generated images")
     _common(f)
     f.add_argument(
@@ -268,17 +311,17 @@ def parser() -> argparse.ArgumentParser:
     for flag, key in (("--kid", "kid"), ("--pr", "pr"), ("--is", "inception_score"), ("--ppl", "ppl")):
         f.add_argument(flag, dest=key, action="store_true", help=f"also compute {key}")
     f.add_argument("--cache", help="reference-statistics folder URI (default: <storage>/_cache/fid-stats)")
-    f.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    f.add_argument("--device", type=device_arg, help="cpu, cuda, cuda:1 (default: cuda if available)")
     t = sub.add_parser("train-backbone", help="train an offline feature classifier for a labelled dataset")
     _common(t)
     t.add_argument("--out", help="weights URI (.pt); default <storage>/backbones/<source>-classifier.pt")
     t.add_argument("--name", help="backbone name recorded in results (default <source>-classifier)")
-    t.add_argument("--epochs", type=int, default=4)
-    t.add_argument("--train-batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--epochs", type=int_in(1, 1000), default=4)
+    t.add_argument("--train-batch-size", type=int_in(1, 65536), default=128)
+    t.add_argument("--lr", type=positive_float, default=3e-3)
     t.add_argument("--flip", action="store_true", help="random horizontal flips (not for digits or text)")
-    t.add_argument("--widths", default="32,64,128", help="conv channels per stage")
-    t.add_argument("--feature-dim", type=int, default=128, help="size of the feature layer")
+    t.add_argument("--widths", type=widths_arg, default="32,64,128", help="conv channels per stage")
+    t.add_argument("--feature-dim", type=int_in(1, 4096), default=128, help="size of the feature layer")
     t.add_argument("--min-accuracy", type=float, default=0.0, help="warn when test accuracy is below this")
     return p
 
@@ -289,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("GANRAY_LOG", "WARNING"))
     try:
         out = cmd_fid(args) if args.command == "fid" else cmd_train_backbone(args, argv)
-    except (ConfigError, BackboneError, DataError, FileNotFoundError) as e:
+    except (ConfigError, BackboneError, DataError, CheckpointError, StorageError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(out, indent=2, default=str))
