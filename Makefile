@@ -1,5 +1,5 @@
 # ganray: one-command set-up, demo and tests on a fresh machine.
-#   make demo   set up, then run the quickstart on local Ray + local storage (./runs)
+#   make demo   set up, then run the quickstart on local Ray + local storage (./runs), then its report
 #   make test   set up, then lint and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,11 +12,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(VENV)/.installed data
 
-# Real Fashion-MNIST from Debian (no download at run time). Skipped where apt is missing.
+# Debian packages: real Fashion-MNIST (no download at run time) and Chromium (the report's
+# browser test). Only what is missing is installed; skipped where apt is missing.
+APT_NEEDED = $(if $(wildcard $(FMNIST)),,dataset-fashion-mnist) $(if $(shell command -v chromium),,chromium)
+
 data:
-	@if [ ! -f $(FMNIST) ] && command -v apt-get >/dev/null; then \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; fi
+	@if [ -n "$(strip $(APT_NEEDED))" ] && command -v apt-get >/dev/null; then \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_NEEDED); fi
 	@[ -f $(FMNIST) ] || echo "warning: Fashion-MNIST not found at $(FMNIST); set data.uri"
+	@command -v chromium >/dev/null || echo "warning: chromium not found; the report's browser test will fail"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +32,8 @@ demo: setup
 	$(PY) -m ganray.tune --space tune_spaces/quickstart.yaml --storage $(RUNS)
 	$(PY) -m ganray.pull $(RUNS)/quickstart --dest $(RUNS)/quickstart-best
 	$(PY) -m ganray.generate --checkpoint $(RUNS)/quickstart-best --n 64 --out $(RUNS)/quickstart-best/grid.png
+	@echo "report of the search:"
+	$(PY) -m ganray.analyze $(RUNS)/quickstart --out $(RUNS)/quickstart-report
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -5,6 +5,7 @@
       metrics.jsonl           one JSON object per finished epoch
       metrics.parquet         the same rows as a Parquet table
       samples/epoch_NNNN.png  grid from fixed noise (epoch 0 = before training)
+      tensorboard/            the same grids as TensorBoard images (ganray.train.tensorboard)
       checkpoints/epoch_NNNN.pt + .json   see ganray.checkpoint
       done.json               written when the run finished all its epochs
 
@@ -52,7 +53,10 @@ def tile(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.
 
 def images_to_png(images: torch.Tensor, nrow: int | None = None) -> bytes:
     """Encode a batch in [-1, 1] ([N, C, H, W]) as one PNG grid (grayscale or RGB)."""
-    arr = tile(images, nrow)
+    return _png(tile(images, nrow))
+
+
+def _png(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(buf, format="PNG")
     return buf.getvalue()
@@ -60,6 +64,16 @@ def images_to_png(images: torch.Tensor, nrow: int | None = None) -> bytes:
 
 def save_grid(storage: Storage, uri: str, images: torch.Tensor) -> None:
     storage.write_bytes(uri, images_to_png(images))
+
+
+def save_epoch_grid(storage: Storage, run_uri: str, epoch: int, images: torch.Tensor) -> None:
+    """Rank 0: the epoch's grid under samples/, and the same PNG as a TensorBoard image."""
+    from ganray.train import tensorboard
+
+    arr = tile(images)
+    png = _png(arr)
+    storage.write_bytes(grid_uri(run_uri, epoch), png)
+    tensorboard.write_grid(storage, run_uri, epoch, png, arr.shape)
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

@@ -428,7 +428,7 @@ class Trainer:
 
     def _save_grid(self, epoch: int) -> None:
         images = self.sample(self.cfg.train.grid_size, self.cfg.train.seed + 1)
-        artifacts.save_grid(self.storage, artifacts.grid_uri(self.run_uri, epoch), images)
+        artifacts.save_epoch_grid(self.storage, self.run_uri, epoch, images)
 
     def _save_artifacts(self, row: dict[str, Any]) -> str | None:
         """Rank 0: grid, checkpoint (history inside), then the metrics tables."""

@@ -70,6 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_false",
         help="skip reading the training data on the driver before the search starts",
     )
+    p.add_argument(
+        "--mlflow-uri",
+        default="",
+        help="also log every trial to MLflow: a tracking URI such as file:./mlruns or http://host:5000",
+    )
     return p.parse_args(argv)
 
 
@@ -92,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             max_concurrent=args.max_concurrent,
             retry_errored=args.retry_errored,
             check_data=args.check_data,
+            mlflow_uri=args.mlflow_uri,
         )
         outcome = run_search(space, opts)
     except (ConfigError, SearchError) as e:

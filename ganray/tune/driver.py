@@ -318,6 +318,7 @@ class SearchOptions:
     max_concurrent: int = 0
     retry_errored: bool = False
     check_data: bool = True
+    mlflow_uri: str = ""  # MLflow tracking URI (file:/path or a server); empty = no MLflow
 
 
 def run_search(space: Space, opts: SearchOptions):
@@ -325,6 +326,7 @@ def run_search(space: Space, opts: SearchOptions):
     from ray import tune
 
     from ganray.train.ray_trial import connect
+    from ganray.tune import live
     from ganray.tune.outcome import collect, write_outcome
 
     name = opts.name or space.name
@@ -396,6 +398,8 @@ def run_search(space: Space, opts: SearchOptions):
                 # A trial's Train run retries its own worker failures (train.max_failures);
                 # Tune must not re-run a trial that failed for good (e.g. NaN losses).
                 failure_config=tune.FailureConfig(max_failures=0),
+                # TensorBoard scalars (and MLflow runs with --mlflow-uri); see ganray.tune.live
+                callbacks=live.callbacks(ctx.experiment_uri, name, opts),
             ),
         )
     grid = tuner.fit()
