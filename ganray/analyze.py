@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
+from ganray.cli_args import uri
 from ganray.logs import setup_logging
 
 log = logging.getLogger("ganray.analysis")
@@ -27,8 +29,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("experiment", help="experiment URI: a local path or s3://bucket/prefix/NAME")
-    p.add_argument("--out", required=True, help="report folder (created; files in it are replaced)")
+    p.add_argument("experiment", type=uri(), help="experiment URI: a local path or s3://bucket/prefix/NAME")
+    p.add_argument(
+        "--out", required=True, type=uri(), help="report folder (created; files in it are replaced)"
+    )
     p.add_argument(
         "--endpoint-url", default="", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL, else AWS)"
     )
@@ -48,10 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     from ganray.analysis.report import build
     from ganray.storage import Storage, StorageError
 
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        print(f"error: --out {args.out} is a file; give a folder for the report", file=sys.stderr)
+        return 2
     try:
         rep = build(args.experiment, args.out, Storage(args.endpoint_url, args.region), args.with_models)
-    except (FileNotFoundError, StorageError, PermissionError) as e:
+    except (FileNotFoundError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # unwritable --out, S3 credentials or network
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     for p in rep.experiment.problems:
         log.warning("skipped %s: %s", p.uri, p.message)
