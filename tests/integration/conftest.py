@@ -3,11 +3,16 @@ helpers to run ganray's CLIs in subprocesses (each search starts its own local R
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -148,3 +153,78 @@ def _tiny_space(path: Path, points: list[dict], num_samples: int, lr_high: float
     }
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     return str(path)
+
+
+# --- `ray start --head` clusters for `ray job submit`.
+
+
+def _session_members(sid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[3]) == sid:  # state, ..., session id (fields 3 and 6)
+            pids.append(int(entry))
+    return pids
+
+
+def end_session(sid: int, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL, every process of the session ``sid`` (which the caller created)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _session_members(sid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.time() + grace
+        while _session_members(sid) and time.time() < deadline:
+            time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def ray_head_cluster(env: dict[str, str], logs: Path) -> Iterator[str]:
+    """A `ray start --head --block` cluster (2 CPUs, dashboard on loopback) run with ``env``;
+    yields the dashboard URL.
+
+    Every default port (GCS 6379, dashboard 8265, job agent 52365, Ray Client 10001) gets a
+    free one: another cluster on this machine holding one makes the job agent fail, and every
+    submission is refused with "No available agent". Its own --temp-dir keeps other Ray users
+    from finding it; teardown ends only its session's processes (never `ray stop`).
+    """
+    gcs, dashboard, agent, client = sorted({free_port() for _ in range(8)})[:4]
+    temp_dir = f"/tmp/rj-{uuid.uuid4().hex[:8]}"  # short: Ray puts unix sockets under it
+    log_path = logs / "ray_head.log"
+    cmd = ["ray", "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2", "--include-dashboard=true",
+           "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={agent}",
+           f"--ray-client-server-port={client}", f"--temp-dir={temp_dir}", "--disable-usage-stats"]  # fmt: skip
+    with open(log_path, "w") as log:
+        head = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log, start_new_session=True)
+        try:
+            deadline = time.time() + 120
+            while "This command will now block" not in log_path.read_text():
+                assert head.poll() is None, log_path.read_text()[-4000:]
+                assert time.time() < deadline, "ray start --head did not come up in 120 s"
+                time.sleep(1)
+            yield f"http://127.0.0.1:{dashboard}"
+        finally:
+            end_session(head.pid)
+            head.wait(timeout=30)
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def submit_job(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 900):
+    """Run a `ray job submit ...` command; returns the CompletedProcess.
+
+    The head's job agent comes up a little after `ray start` returns; until then the
+    submission is refused before any job exists, so retrying it is safe.
+    """
+    deadline = time.time() + 180
+    while True:
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode == 0 or "No available agent" not in proc.stderr or time.time() > deadline:
+            return proc
+        time.sleep(3)
