@@ -9,7 +9,10 @@
 FROM rayproject/ray:2.60.0-py311-gpu
 
 # The repository lives here: the RayJob's --space path and the launcher's
-# file mount point into it (k8s/ganray_rules.py: IMAGE_REPO_DIR).
+# file mount point into it (k8s/ganray_rules.py: IMAGE_REPO_DIR). Made by the
+# image's user `ray` first: WORKDIR alone would create it owned by root, and
+# the editable install writes its metadata into it.
+RUN mkdir -p /home/ray/ganray
 WORKDIR /home/ray/ganray
 
 # Dependencies first (a layer that changes only with pyproject.toml): an
