@@ -88,7 +88,8 @@ def _k8s_to_jsonschema(node: Any) -> Any:
 
     int-or-string becomes anyOf integer/string; nullable admits null; an object
     with declared properties rejects unknown ones (kubectl's strict field
-    validation) unless it preserves unknown fields.
+    validation) unless it preserves unknown fields; a required field with a
+    default may be left out (the API server fills it in first).
     """
     if isinstance(node, list):
         return [_k8s_to_jsonschema(n) for n in node]
@@ -103,6 +104,10 @@ def _k8s_to_jsonschema(node: Any) -> Any:
     preserve = out.pop("x-kubernetes-preserve-unknown-fields", False)
     if "properties" in out and "additionalProperties" not in out and not preserve:
         out["additionalProperties"] = False
+    if out.get("required"):  # the API server fills defaults before it validates
+        out["required"] = [
+            r for r in out["required"] if "default" not in (out.get("properties") or {}).get(r, {})
+        ]
     return out
 
 

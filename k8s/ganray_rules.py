@@ -209,7 +209,9 @@ def _fit_rules(cluster: dict, concurrent: int, fixed: dict) -> list[str]:
 
 
 def rayjob_rules(spec: dict) -> list[str]:
-    """The RayJob ends: it shuts its cluster down, has a deadline and a retry budget."""
+    """The RayJob brings its own cluster and ends: it shuts that down, has a deadline and a retry budget."""
+    if "rayClusterSpec" not in spec:
+        return ["spec.rayClusterSpec: must be set (the search's own cluster, shut down when it ends)"]
     out = []
     if spec.get("shutdownAfterJobFinishes") is not True:
         out.append("spec.shutdownAfterJobFinishes: must be true (GPUs are freed when the search ends)")

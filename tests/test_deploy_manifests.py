@@ -149,6 +149,37 @@ def test_a_broken_manifest_fails_with_a_message_naming_the_field(rendered, kind,
     assert all(p.startswith(f"broken.yaml: {kind}/") for p in problems)
 
 
+def test_the_kuberay_rules_of_the_schemas_readme_each_fail_naming_the_field(rendered):
+    # shared/kuberay-crds/README.md: the rules KubeRay enforces that its schema cannot express.
+    job, cluster = rendered["RayJob"], rendered["RayCluster"]
+    suspended = _break(_break(job, "spec.suspend", True), "spec.shutdownAfterJobFinishes", False)
+    no_autoscaler = _break(
+        _break(cluster, "spec.enableInTreeAutoscaling", False), "spec.workerGroupSpecs[0].minReplicas", ...
+    )
+    selector_only = _break(
+        _break(job, "spec.rayClusterSpec", ...), "spec.clusterSelector", {"ray.io/cluster": "ganray"}
+    )
+    for obj, message in [
+        (suspended, "spec.suspend: a RayJob with shutdownAfterJobFinishes false cannot be suspended"),
+        (suspended, "spec.ttlSecondsAfterFinished: needs shutdownAfterJobFinishes: true"),
+        (
+            no_autoscaler,
+            "spec.workerGroupSpecs[0]: must set both minReplicas and maxReplicas when autoscaling is disabled",
+        ),
+        (
+            _break(job, "spec.rayClusterSpec", ...),
+            "spec.rayClusterSpec: set exactly one of rayClusterSpec or clusterSelector",
+        ),
+    ]:
+        assert any(message in p for p in cm.check_objects([obj], "x")), (
+            message,
+            cm.check_objects([obj], "x"),
+        )
+    assert [p for p in cm.check_objects([selector_only], "x") if "rayClusterSpec" in p] == [
+        "x: RayJob/ganray-search: spec.rayClusterSpec: must be set (the search's own cluster, shut down when it ends)"
+    ]
+
+
 def test_a_secret_with_a_real_value_is_refused():
     secret, token = cm.load_file(REPO / "k8s/secrets.template.yaml")
     assert cm.check_objects([secret, token], "t") == []
