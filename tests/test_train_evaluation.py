@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -66,17 +67,78 @@ def test_training_on_prepared_fashion_parquet_is_scored(tmp_path) -> None:  # no
 
 
 def test_a_failed_evaluation_keeps_the_epoch_and_says_why(tmp_path, caplog) -> None:  # noqa: ANN001
+    fit(tiny(tmp_path))  # epoch 1 caches the reference statistics
+    cache = tmp_path / "runs" / "_cache" / "fid-stats"
+    for f in cache.iterdir():
+        f.write_bytes(b"not an npz")  # a damaged cache file: epoch 2's evaluation fails reading it
+    with caplog.at_level(logging.WARNING, logger="ganray.train"):
+        history = fit(tiny(tmp_path, "train.epochs=3"))
+    assert [r["epoch"] for r in history] == [1, 2, 3]  # training went on after epoch 2's failure
+    assert "fid" in history[0] and all("fid" not in r for r in history[1:])
+    assert "reading" in history[1]["eval_error"] and "fid-stats" in history[1]["eval_error"]
+    assert "epoch 2: evaluation failed (training goes on)" in caplog.text
+    run, s = join(str(tmp_path / "runs"), "run"), Storage()
+    assert [c.epoch for c in ckpt.list_checkpoints(s, run)] == [1, 2, 3]
+    assert artifacts.read_metrics(s, run)[1]["eval_error"] == history[1]["eval_error"]
+
+
+def test_an_unwritable_reference_cache_is_a_warning_not_a_lost_score(tmp_path, caplog) -> None:  # noqa: ANN001
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "_cache").write_text("a file where the FID cache folder goes")
-    with caplog.at_level(logging.WARNING, logger="ganray.train"):
-        history = fit(tiny(tmp_path, "train.epochs=2"))
-    assert [r["epoch"] for r in history] == [1, 2]  # training went on after epoch 1's failure
-    assert all("fid" not in r and r["eval_error"] for r in history)
-    assert "evaluation failed (training goes on)" in caplog.text
-    run, s = join(str(tmp_path / "runs"), "run"), Storage()
-    assert [c.epoch for c in ckpt.list_checkpoints(s, run)] == [1, 2]
-    stored = artifacts.read_metrics(s, run)
-    assert [r["epoch"] for r in stored] == [1, 2] and stored[0]["eval_error"] == history[0]["eval_error"]
+    with caplog.at_level(logging.WARNING, logger="ganray.metrics"):
+        row = fit(tiny(tmp_path))[-1]
+    assert row["fid"] > 0 and "eval_error" not in row
+    assert "reference statistics not cached" in caplog.text
+
+
+def _ddp_eval_worker(rank: int, init: str, out_dir: str) -> None:
+    """Rank 1's reference data is missing; both ranks must fail together, then evaluate again."""
+    import datetime
+
+    import torch
+
+    from ganray.config import DataConfig, MetricsConfig, ModelConfig
+    from ganray.data import build_dataset
+    from ganray.metrics import build_backbone, evaluate_generator
+    from ganray.metrics.sampling import EvaluationError
+    from ganray.models import build_models
+
+    # A short timeout turns a rank left waiting in a mismatched collective into a failure, not a hang.
+    torch.distributed.init_process_group(
+        "gloo", init_method=init, rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60)
+    )
+    try:
+        torch.manual_seed(0)
+        G, _ = build_models(ModelConfig(ngf=8, ndf=8))
+        data = DataConfig(subset=200)
+        metrics = MetricsConfig(num_samples=32, batch_size=32)
+        backbone = build_backbone("fashion-mnist-classifier")
+        real = build_dataset(data)
+        kw = {"rank": rank, "world_size": 2, "backbone": backbone}
+        broken = DataConfig(source="image-folder", uri=f"{out_dir}/missing")
+        try:
+            mine, ds = (broken, None) if rank else (data, real)
+            evaluate_generator(G, metrics, mine, Storage(), f"{out_dir}/cache", "cpu", dataset=ds, **kw)
+            first = "no error"
+        except EvaluationError as e:
+            first = str(e)
+        again = evaluate_generator(G, metrics, data, Storage(), f"{out_dir}/cache", "cpu", dataset=real, **kw)
+        with open(f"{out_dir}/rank{rank}.json", "w") as fh:
+            json.dump({"first": first, "fid": again["fid"]}, fh)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_an_evaluation_failing_on_one_rank_fails_on_all_and_training_collectives_stay_paired(
+    tmp_path,
+) -> None:  # noqa: ANN001
+    import torch
+
+    torch.multiprocessing.spawn(_ddp_eval_worker, args=(f"file://{tmp_path}/pg", str(tmp_path)), nprocs=2)
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["first"] == "reference images failed on 1 other rank(s); see their logs"
+    assert r1["first"].startswith("reference images: DataError: image-folder")
+    assert r0["fid"] == r1["fid"] > 0  # the next evaluation's collectives still pair up
 
 
 def test_a_backbone_this_node_cannot_load_fails_before_the_epoch_trains(tmp_path) -> None:  # noqa: ANN001

@@ -42,6 +42,7 @@ from ganray.config import (
 )
 from ganray.data.dataset import DataError
 from ganray.metrics.backbones import BackboneError
+from ganray.metrics.sampling import EvaluationError
 from ganray.storage import Storage, StorageError, join
 
 log = logging.getLogger("ganray.metrics")
@@ -332,7 +333,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("GANRAY_LOG", "WARNING"))
     try:
         out = cmd_fid(args) if args.command == "fid" else cmd_train_backbone(args, argv)
-    except (ConfigError, BackboneError, DataError, CheckpointError, StorageError, FileNotFoundError) as e:
+    except (
+        ConfigError,
+        BackboneError,
+        DataError,
+        CheckpointError,
+        EvaluationError,
+        StorageError,
+        FileNotFoundError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(out, indent=2, default=str))

@@ -26,7 +26,7 @@ from ganray.metrics.kid import kernel_distance
 from ganray.metrics.ppl import perceptual_path_length
 from ganray.metrics.prdc import precision_recall
 from ganray.metrics.reference import Reference, reference_stats
-from ganray.metrics.sampling import gather_rows, generated_batches, share
+from ganray.metrics.sampling import agreed, gather_rows, generated_batches, share
 from ganray.storage import Storage
 from ganray.train.distributed import DistContext
 
@@ -128,8 +128,12 @@ def score_features(
         )
     s = Scored(fake, ref, backbone, seed)
     out: dict[str, Any] = {}
-    for name in names:
-        out.update(_METRICS[name][1](s))
+
+    def compute() -> None:  # the same inputs on every rank, so the same outcome
+        for name in names:
+            out.update(_METRICS[name][1](s))
+
+    agreed(ctx, compute, "metrics")
     out.update(
         {
             "fid_backbone": backbone.name,
@@ -175,10 +179,14 @@ def evaluate_generator(
     if enabled_metrics(cfg):
         n = cfg.num_samples
         mine = share(n, rank, world_size)
-        ext = extract(
-            generated_batches(G, mine, cfg.batch_size, device, seed),
-            backbone,
-            keep_logits=cfg.inception_score,
+        ext = agreed(
+            ctx,
+            lambda: extract(
+                generated_batches(G, mine, cfg.batch_size, device, seed),
+                backbone,
+                keep_logits=cfg.inception_score,
+            ),
+            "generated-image features",
         )
         fake = _gathered(ctx, ext, n)
         out.update(

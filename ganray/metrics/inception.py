@@ -121,8 +121,9 @@ def _read_weights(cfg: MetricsConfig, storage: Storage) -> bytes:
     if not storage.exists(uri):
         raise BackboneError(
             f"Inception weights {WEIGHTS_FILE} not found at {uri!r} (setting metrics.inception_weights). "
-            f"Download it from {WEIGHTS_URL} and point metrics.inception_weights at it, or use an "
-            f"offline backbone (metrics.backbone=auto or fashion-mnist-classifier)."
+            f"Download it from {WEIGHTS_URL} and point metrics.inception_weights at it, or clear "
+            f"metrics.inception_weights and use an offline backbone (metrics.backbone=auto or "
+            f"fashion-mnist-classifier)."
         )
     return storage.read_bytes(uri)
 

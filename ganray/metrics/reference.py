@@ -24,7 +24,7 @@ import numpy as np
 from ganray.config import DataConfig
 from ganray.metrics.backbones import Backbone
 from ganray.metrics.features import extract, stats_of, uint8_batches
-from ganray.metrics.sampling import gather_rows, share
+from ganray.metrics.sampling import agreed, gather_rows, share
 from ganray.storage import Storage, join
 from ganray.train.distributed import DistContext
 
@@ -100,17 +100,25 @@ def reference_stats(
     from ganray.data import build_dataset
 
     ctx = ctx or DistContext(device=backbone.device)
-    ds = dataset if dataset is not None else build_dataset(data_cfg, split, storage)
-    n = min(num_samples, len(ds))
-    uri = join(cache_uri, cache_name(ds.dataset_id, split, ds.resolution, backbone, n))
+
+    def locate() -> tuple[Any, int, str, bool | None]:
+        ds = dataset if dataset is not None else build_dataset(data_cfg, split, storage)
+        n = min(num_samples, len(ds))
+        uri = join(cache_uri, cache_name(ds.dataset_id, split, ds.resolution, backbone, n))
+        return ds, n, uri, storage.exists(uri) if ctx.is_main else None
+
+    ds, n, uri, exists = agreed(ctx, locate, "reference images")
     # Rank 0 decides, so all ranks take the same branch (and the same collectives).
-    hit = ctx.broadcast_object(storage.exists(uri) if ctx.is_main else None)
-    if hit:
-        return _load(storage, uri, ds.dataset_id)
+    if ctx.broadcast_object(exists):
+        return agreed(ctx, lambda: _load(storage, uri, ds.dataset_id), f"reading {uri}")
     idx = subset_indices(len(ds), n)
     mine = share(n, ctx.rank, ctx.world_size)
-    images = ds.images_uint8  # one access: ImageSubset gathers a copy per access
-    ext = extract(uint8_batches(images, idx[mine.start : mine.stop], batch_size), backbone)
+
+    def features() -> Any:
+        images = ds.images_uint8  # one access: ImageSubset gathers a copy per access
+        return extract(uint8_batches(images, idx[mine.start : mine.stop], batch_size), backbone)
+
+    ext = agreed(ctx, features, "reference features")
     feats = gather_rows(ctx, ext.features, n)
     mu, sigma = stats_of(feats) if ctx.distributed else (ext.mu, ext.sigma)
     ref = Reference(mu, sigma, feats, n, ds.dataset_id, uri, from_cache=False)
@@ -123,8 +131,21 @@ def reference_stats(
             "weights_tag": backbone.weights_tag,
             "format": FORMAT,
         }
-        _save(storage, uri, ref, meta)
-        log.info(
-            "reference statistics for %s (%d images, %s) cached at %s", ds.dataset_id, n, backbone.name, uri
-        )
+        try:
+            _save(storage, uri, ref, meta)
+        except Exception as e:  # noqa: BLE001 - the statistics are computed; only the cache is missing
+            log.warning(
+                "reference statistics not cached at %s (%s: %s); computed again next time",
+                uri,
+                type(e).__name__,
+                e,
+            )
+        else:
+            log.info(
+                "reference statistics for %s (%d images, %s) cached at %s",
+                ds.dataset_id,
+                n,
+                backbone.name,
+                uri,
+            )
     return ref

@@ -11,7 +11,8 @@ which also fixes any noise the generator draws internally.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 
 from ganray.train.distributed import DistContext, unwrap
 
+T = TypeVar("T")
 _SEED_STRIDE = 1_000_003  # a prime: seeds for (seed, i) pairs never collide for i < stride
 
 
@@ -99,3 +101,28 @@ def gather_rows(ctx: DistContext, rows: np.ndarray, n_total: int) -> np.ndarray:
     full = ctx.all_gather_cat(t).cpu().numpy()
     step = max(counts)
     return np.concatenate([full[r * step : r * step + c] for r, c in enumerate(counts)])
+
+
+class EvaluationError(RuntimeError):
+    """An evaluation step failed (on this rank or another); every rank raises it at the same step."""
+
+
+def agreed(ctx: DistContext | None, step: Callable[[], T], what: str) -> T:
+    """Run a collective-free ``step`` on every rank, then agree on whether it failed anywhere.
+
+    Every rank reaches the one all-reduce whether its step failed or not, so a
+    failure on some ranks never leaves the others waiting in the next collective:
+    all raise EvaluationError here, together, and training can go on.
+    """
+    try:
+        out, err = step(), None
+    except Exception as e:  # noqa: BLE001 - any failure must reach the agreement below
+        out, err = None, e
+    failed = float(err is not None)
+    if ctx is not None and ctx.distributed:
+        failed = ctx.all_reduce_sum(torch.tensor([failed], device=ctx.device)).item()
+    if err is not None:
+        raise EvaluationError(f"{what}: {type(err).__name__}: {err}") from err
+    if failed:
+        raise EvaluationError(f"{what} failed on {int(failed)} other rank(s); see their logs")
+    return out

@@ -385,13 +385,15 @@ class Trainer:
         """FID (and configured extras) on evaluation epochs; all ranks take part.
 
         A failure is recorded in the row (``eval_error``) and logged, and training
-        goes on: the epoch's checkpoint is still written. Under DDP it is raised
-        instead (the ranks may be waiting in different collectives); Ray Train then
-        restarts the workers from the previous epoch's checkpoint.
+        goes on: the epoch's checkpoint is still written. Under DDP the ranks agree
+        on failures before every collective (EvaluationError, raised by all ranks
+        together); any other error there is raised, and Ray Train restarts the
+        workers from the previous epoch's checkpoint.
         """
         if not self._evaluates(epoch):
             return {}
         from ganray.metrics import evaluate_generator
+        from ganray.metrics.sampling import EvaluationError
 
         G = self.state.G_ema if self.state.G_ema is not None else unwrap(self.state.G)
         try:
@@ -409,8 +411,8 @@ class Trainer:
                 dataset=self.dataset,  # the train split this run already decoded
             )
         except Exception as e:  # noqa: BLE001 - whatever broke, the trained epoch is kept
-            if self.ctx.distributed:
-                raise
+            if self.ctx.distributed and not isinstance(e, EvaluationError):
+                raise  # only some ranks may have failed: going on could pair up different collectives
             log.warning("epoch %d: evaluation failed (training goes on): %s: %s", epoch, type(e).__name__, e)
             return {"eval_error": f"{type(e).__name__}: {e}"}
 
