@@ -10,8 +10,11 @@ the image has. Every rule returns ``"field.path: problem"`` strings.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import yaml
 from kuberay_rules import groups, pod_spec
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the entrypoint is checked with ganray's own CLI parser and space loader
 IMAGE_REPO_DIR = "/home/ray/ganray"  # where the Dockerfile copies this repository
 GPU = "nvidia.com/gpu"
 SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|ACCESS_KEY)", re.I)
@@ -160,13 +164,32 @@ def _walk(node: Any, path: str):
             yield from _walk(v, f"{path}[{i}]")
 
 
-def _space_fixed(space_path: Path) -> dict:
-    return (yaml.safe_load(space_path.read_text()) or {}).get("fixed") or {}
+def _parse_entrypoint(argv: list[str]) -> tuple[Any, Any]:
+    """(args, space) as `python -m ganray.tune` reads them before it starts Ray; SpaceError/ValueError
+    when it would refuse them. The --space path inside the image is read from this checkout."""
+    from ganray.tune.__main__ import parse_args
+    from ganray.tune.space import load_space
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            args = parse_args(argv[3:])
+    except SystemExit:
+        raise ValueError(err.getvalue().strip().splitlines()[-1]) from None
+    if not args.space.startswith(IMAGE_REPO_DIR + "/"):
+        raise ValueError(
+            f"--space {args.space!r} is not under the image's copy of this repo, {IMAGE_REPO_DIR}/"
+        )
+    local = REPO / args.space[len(IMAGE_REPO_DIR) + 1 :]
+    return args, load_space(str(local), args.overrides, args.num_samples)
 
 
 def entrypoint_rules(spec: dict) -> list[str]:
-    """The entrypoint: plain words (KubeRay splices it unquoted into a shell), ganray.tune,
-    a space file the image has, remote storage, and trials that fit the GPU workers."""
+    """The entrypoint: plain words (KubeRay splices it unquoted into a shell), `python -m
+    ganray.tune` with arguments and a space it accepts, remote storage, and trials that fit
+    the GPU workers."""
+    from ganray.config import ConfigError
+
     entry = spec.get("entrypoint", "")
     bad = sorted(SHELL_SYNTAX & set(entry))
     if bad:
@@ -176,20 +199,19 @@ def entrypoint_rules(spec: dict) -> list[str]:
     argv = shlex.split(entry)
     if argv[:3] != ["python", "-m", "ganray.tune"]:
         return [f"spec.entrypoint: must start with 'python -m ganray.tune', got {' '.join(argv[:3])!r}"]
-    flags = {argv[i]: argv[i + 1] for i in range(3, len(argv) - 1) if argv[i].startswith("--")}
-    space = flags.get("--space", "")
-    if not space.startswith(IMAGE_REPO_DIR + "/") or not (REPO / space[len(IMAGE_REPO_DIR) + 1 :]).is_file():
-        return [f"spec.entrypoint: --space {space!r} is not a file of this repo under {IMAGE_REPO_DIR}/"]
-    if "://" not in flags.get("--storage", ""):
+    try:
+        args, space = _parse_entrypoint(argv)
+    except (ValueError, ConfigError) as e:
+        return [f"spec.entrypoint: ganray.tune would refuse it: {e}"]
+    if "://" not in args.storage:
         return ["spec.entrypoint: --storage must be a URI every node reaches (s3://bucket/prefix)"]
-    fixed = _space_fixed(REPO / space[len(IMAGE_REPO_DIR) + 1 :])
-    return _fit_rules(spec["rayClusterSpec"], int(flags.get("--max-concurrent", 0)), fixed)
+    train = space.trial_config({}).train
+    return _fit_rules(spec["rayClusterSpec"], args.max_concurrent, train.workers, train.cpus_per_worker)
 
 
-def _fit_rules(cluster: dict, concurrent: int, fixed: dict) -> list[str]:
+def _fit_rules(cluster: dict, concurrent: int, per_trial: int, cpus_each: float) -> list[str]:
     """Each GPU runs one Train worker with train.cpus_per_worker CPUs; the search asks for no
     more trials at once than maxReplicas x GPUs can hold."""
-    per_trial, cpus_each = int(fixed.get("train.workers", 1)), float(fixed.get("train.cpus_per_worker", 1))
     out, capacity = [], 0
     for i, g in enumerate(cluster.get("workerGroupSpecs") or []):
         limits = (_ray_container(g).get("resources") or {}).get("limits") or {}

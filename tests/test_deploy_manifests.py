@@ -127,6 +127,10 @@ BREAKS = [  # (kind, field, new value, text the message must hold)
      f"{JOB_WORKER}.template.spec.restartPolicy: must be Never or unset with autoscaler v2"),
     ("RayJob", f"{JOB_HEAD}.rayStartParams.num-cpus", "4", f"{JOB_HEAD}.rayStartParams.num-cpus: must be \"0\""),
     ("RayJob", "spec.entrypoint", "python -m ganray.tune --space x.yaml; rm -rf /", "spec.entrypoint: shell syntax"),
+    ("RayJob", "spec.entrypoint", "python -m ganray.tune --space /home/ray/ganray/tune_spaces/dcgan.yaml --storage s3://b/p "
+     "--max-concurrent 2 --set train.epochs=0", "spec.entrypoint: ganray.tune would refuse it: "),
+    ("RayJob", "spec.entrypoint", "python -m ganray.tune --space /home/ray/ganray/tune_spaces/dcgan.yaml --storage s3://b/p 2",
+     "spec.entrypoint: ganray.tune would refuse it: python -m ganray.tune: error: unrecognized arguments: 2"),
     ("RayCluster", "spec.workerGroupSpecs[0].template.spec.containers[0].env[1]",
      {"name": "AWS_SECRET_ACCESS_KEY", "value": "AKIAREALKEY"}, "env[1].value: AWS_SECRET_ACCESS_KEY must come from a Secret"),
     ("RayCluster", "spec.headGroupSpec.template.spec.volumes[0].emptyDir.sizeLimit", "512Mi",
