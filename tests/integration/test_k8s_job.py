@@ -77,8 +77,10 @@ def _local_argv(entrypoint: str, bucket: str) -> list[str]:
 
 
 def _upload_fashion_mnist(bucket: str, endpoint: str) -> None:
+    files = sorted(FMNIST.glob("*-ubyte.gz"))
+    assert len(files) == 4, f"Fashion-MNIST's 4 IDX files are not in {FMNIST}: `make data` installs them"
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    for f in sorted(FMNIST.glob("*-ubyte.gz")):
+    for f in files:
         s3.upload_file(str(f), bucket, f"data/fashion-mnist/{f.name}")
 
 
