@@ -50,16 +50,23 @@ def write_grid(storage: Storage, run_uri: str, epoch: int, png: bytes, shape: tu
     storage.write_bytes(event_uri(run_uri, epoch), grid_event_file(png, h, w, c, epoch, time.time()))
 
 
-def read_images(data: bytes) -> list[tuple[int, str, bytes]]:
-    """(step, tag, encoded image) of every image summary in an event file's bytes (for tests/tools)."""
+def read_events(data: bytes) -> list:
+    """Every Event (tensorboardX's protobuf) in an event file's bytes (for tests and tools)."""
     from tensorboardX.proto.event_pb2 import Event
 
     out, pos = [], 0
     while pos + 12 <= len(data):
         (n,) = struct.unpack("Q", data[pos : pos + 8])
-        ev = Event.FromString(data[pos + 12 : pos + 12 + n])
+        out.append(Event.FromString(data[pos + 12 : pos + 12 + n]))
         pos += 12 + n + 4
-        for v in ev.summary.value:
-            if v.HasField("image"):
-                out.append((ev.step, v.tag, v.image.encoded_image_string))
     return out
+
+
+def read_images(data: bytes) -> list[tuple[int, str, bytes]]:
+    """(step, tag, encoded image) of every image summary in an event file's bytes."""
+    return [
+        (ev.step, v.tag, v.image.encoded_image_string)
+        for ev in read_events(data)
+        for v in ev.summary.value
+        if v.HasField("image")
+    ]

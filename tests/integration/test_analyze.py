@@ -306,8 +306,10 @@ def test_grids_reach_tensorboard_and_scalars_come_from_tune(experiment):
         ((step, tag, png),) = tensorboard.read_images(data)
         assert step == epoch and tag == tensorboard.GRID_TAG
         assert png == (run / "samples" / f"epoch_{epoch:04d}.png").read_bytes()
-    scalars = list((experiment.uri / "_tune" / experiment.best["trial_id"]).glob("events.out.tfevents.*"))
-    assert scalars and scalars[0].stat().st_size > 0
+    (scalars,) = (experiment.uri / "_tune" / experiment.best["trial_id"]).glob("events.out.tfevents.*")
+    fid = {ev.step: v.simple_value for ev in tensorboard.read_events(scalars.read_bytes()) for v in ev.summary.value if v.tag == "ray/tune/fid"}  # fmt: skip
+    stored = artifacts.read_metrics(Storage(), str(run))
+    assert list(fid.values()) == pytest.approx([r["fid"] for r in stored], rel=1e-5)  # Tune's TBX logger
 
 
 def test_mlflow_has_one_run_per_trial_with_params_metrics_and_grids(experiment, monkeypatch):
