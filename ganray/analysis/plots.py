@@ -41,8 +41,9 @@ def _series(t_history: list[dict[str, Any]], x: str, y: str) -> tuple[list[float
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def metric_curves(summaries: list[Summary], metric: str) -> list[Figure]:
+def metric_curves(summaries: list[Summary], metric: str, label: str = "") -> list[Figure]:
     """FID vs epoch and vs images seen, every trial, the best one highlighted."""
+    label = label or metric.upper()
     plt = _plt()
     best = summaries[0] if summaries and summaries[0].best is not None else None
     out = []
@@ -70,10 +71,10 @@ def metric_curves(summaries: list[Summary], metric: str) -> list[Figure]:
             plt.close(fig)
             continue
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(metric.upper())
+        ax.set_ylabel(label)
         ax.legend(fontsize=7, loc="best")
         ax.grid(alpha=0.3)
-        cap = f"{metric.upper()} vs {xlabel} for every trial"
+        cap = f"{label} vs {xlabel} for every trial"
         if best:
             cap += f"; best trial {best.trial.trial_id} (bold)"
         out.append(Figure(f"plots/{name}.png", cap, _png(fig)))
@@ -133,8 +134,9 @@ def _acc_row(r: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def lr_vs_best(summaries: list[Summary], metric: str) -> list[Figure]:
+def lr_vs_best(summaries: list[Summary], metric: str, label: str = "") -> list[Figure]:
     """Each evaluated trial's G learning rate against its best FID (log x)."""
+    label = label or metric.upper()
     pts = [(s.trial.cfg("optim.lr"), s.best, s.trial.trial_id) for s in summaries if s.best is not None]
     pts = [p for p in pts if finite(p[0]) and p[0] > 0]
     if not pts:
@@ -146,9 +148,9 @@ def lr_vs_best(summaries: list[Summary], metric: str) -> list[Figure]:
         ax.annotate(tid, (lr, v), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("optim.lr (G)")
-    ax.set_ylabel(f"best {metric.upper()}")
+    ax.set_ylabel(f"best {label}")
     ax.grid(alpha=0.3)
-    return [Figure("plots/lr_vs_best.png", f"G learning rate vs best {metric.upper()}, one point per evaluated trial", _png(fig))]  # fmt: skip
+    return [Figure("plots/lr_vs_best.png", f"G learning rate vs best {label}, one point per evaluated trial", _png(fig))]  # fmt: skip
 
 
 def lr_schedule(best: Summary | None) -> list[Figure]:
@@ -206,7 +208,7 @@ def importance_plot(imp: dict[str, float], method: str) -> list[Figure]:
     return [Figure("plots/importance.png", f"Hyperparameter importance ({method})", _png(fig))]
 
 
-def parallel_coordinates(summaries: list[Summary], metric: str) -> list[Figure]:
+def parallel_coordinates(summaries: list[Summary], metric: str, label: str = "") -> list[Figure]:
     """Searched params (each scaled to [0, 1]; log scale for positive ranges over a decade) and best FID."""
     scored = [s for s in summaries if s.best is not None and s.trial.params]
     keys = sorted({k for s in scored for k in s.trial.params})
@@ -227,7 +229,7 @@ def parallel_coordinates(summaries: list[Summary], metric: str) -> list[Figure]:
     ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
     ax.set_yticks([])
     ax.legend(fontsize=7)
-    return [Figure("plots/parallel_coordinates.png", f"Searched values of every evaluated trial (each axis scaled to its range), coloured by best {metric.upper()}", _png(fig))]  # fmt: skip
+    return [Figure("plots/parallel_coordinates.png", f"Searched values of every evaluated trial (each axis scaled to its range), coloured by best {label or metric.upper()}", _png(fig))]  # fmt: skip
 
 
 def _scale(values: list[Any]) -> list[float]:
@@ -241,15 +243,17 @@ def _scale(values: list[Any]) -> list[float]:
     return [0.5 if len(cats) == 1 else cats.index(str(v)) / (len(cats) - 1) for v in values]
 
 
-def all_plots(summaries: list[Summary], metric: str, imp: dict[str, float], method: str) -> list[Figure]:
+def all_plots(
+    summaries: list[Summary], metric: str, imp: dict[str, float], method: str, label: str = ""
+) -> list[Figure]:
     """Every plot, in the report's order."""
     best = summaries[0] if summaries and summaries[0].best is not None else None
     return [
-        *metric_curves(summaries, metric),
+        *metric_curves(summaries, metric, label),
         *losses_and_accuracy(summaries),
-        *lr_vs_best(summaries, metric),
+        *lr_vs_best(summaries, metric, label),
         *lr_schedule(best),
         *progressive_losses(summaries),
         *importance_plot(imp, method),
-        *parallel_coordinates(summaries, metric),
+        *parallel_coordinates(summaries, metric, label),
     ]

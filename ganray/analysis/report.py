@@ -61,7 +61,8 @@ def build(uri: str, out: str, storage: Storage | None = None, with_models: bool 
     if best is not None:
         writer.write_text(join(out, "best_config.yaml"), yaml.safe_dump(best.trial.config, sort_keys=False))
 
-    figures = plots.all_plots(summaries, exp.metric, imp, method)
+    label = table.metric_label(exp)
+    figures = plots.all_plots(summaries, exp.metric, imp, method, label)
     arch = ""
     if best is not None:
         figures += images.grid_figures(best.trial, storage, exp.problems)
@@ -73,7 +74,7 @@ def build(uri: str, out: str, storage: Storage | None = None, with_models: bool 
     if arch:
         writer.write_text(join(out, "architecture.txt"), arch)
     index = join(out, "index.html")
-    writer.write_text(index, render(exp, summaries, best, comps, figures, arch))
+    writer.write_text(index, render(exp, summaries, best, comps, figures, arch, label))
     return Report(out, index, exp, best, figures, comps, imp, method)
 
 
@@ -132,9 +133,10 @@ def render(
     comps: list[compare.Comparison],
     figures: list[Figure],
     arch: str,
+    label: str = "",
 ) -> str:
     """The report page (sections in the issue's order: table, comparisons, plots, images)."""
-    m = exp.metric
+    m, label = exp.metric, label or exp.metric.upper()
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>ganray report: {html.escape(exp.uri)}</title>",
@@ -145,7 +147,7 @@ def render(
     if best is not None:
         parts.append(
             f'<p id="best">Best trial <b id="best-trial">{html.escape(best.trial.trial_id)}</b>: '
-            f'{m.upper()} <b id="best-fid">{best.best:.2f}</b> at epoch {best.best_epoch} ({html.escape(best.trial.status)})</p>'
+            f'{html.escape(label)} <b id="best-fid">{best.best:.2f}</b> at epoch {best.best_epoch} ({html.escape(best.trial.status)})</p>'
         )
     else:
         parts.append(f'<p id="best">No trial has been evaluated ({m}) yet.</p>')

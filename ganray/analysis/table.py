@@ -116,3 +116,13 @@ def best(exp: Experiment) -> Summary | None:
     """The best trial by the objective over all its evaluated epochs (None if none evaluated)."""
     s = summarize(exp)
     return s[0] if s and s[0].best is not None else None
+
+
+def metric_label(exp: Experiment) -> str:
+    """How the objective is named in its rows (``fid_label``: "FID [fashion-mnist-classifier]" when the
+    features are not Inception's, so the scale is never mistaken), else its upper-cased name."""
+    for t in exp.trials:
+        for r in t.history:
+            if isinstance(r.get(f"{exp.metric}_label"), str):
+                return r[f"{exp.metric}_label"]
+    return exp.metric.upper()
