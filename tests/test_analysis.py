@@ -178,3 +178,34 @@ def test_status_from_run_files_while_the_search_runs(tmp_path):
         "t2": ("errored", "NonFiniteLossError: nan", {"optim.lr": 0.001}),
         "t3": ("running", "", {"optim.lr": 0.001}),
     }
+
+
+def test_progressive_runs_get_loss_per_resolution_and_other_runs_do_not():
+    from ganray.analysis import plots
+
+    prog = _trial("p", 1e-3, "adam", [30.0, 25.0, 20.0, 15.0])
+    for r, res in zip(prog.history, [8, 8, 16, 16]):
+        r.update(resolution=res, d_loss=1.0, g_loss=2.0)
+    flat = _trial("f", 1e-3, "adam", [30.0, 20.0])
+    figs = plots.progressive_losses(table.summarize(_exp(prog, flat)))
+    assert [f.path for f in figs] == ["plots/progressive_p.png"] and figs[0].data.startswith(b"\x89PNG")
+
+
+def test_a_diverged_trial_does_not_flatten_the_loss_plot():
+    from ganray.analysis import plots
+
+    ok, bad = _trial("ok", 1e-3, "adam", [30.0, 20.0]), _trial("bad", 1.0, "sgd", [None], status="errored")
+    for r in ok.history:
+        r.update(d_loss=1.0, g_loss=2.0)
+    bad.history[0].update(d_loss=1e24, g_loss=1e21)
+    (fig,) = plots.losses_and_accuracy(table.summarize(_exp(ok, bad)))
+    assert fig.caption.startswith("Train (solid)") and len(fig.data) > 1000
+    import matplotlib.pyplot as plt
+
+    ax = plt.figure().add_subplot()
+    ax.plot([1, 2], [1.0, 1e24])
+    ax.plot([1, 2], [0.5, 2.0])
+    ax.set_title("D loss")
+    plots._clip_if_wide(ax)
+    assert ax.get_ylim()[1] < 100 and "clipped" in ax.get_title()
+    plt.close("all")
