@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+import ray
 import torch
 
 from ganray import checkpoint as ckpt
@@ -14,8 +15,6 @@ from ganray.config import load_config
 from ganray.storage import Storage, join
 from ganray.train import artifacts
 from ganray.train.loop import Trainer
-
-ray = pytest.importorskip("ray")
 
 pytestmark = pytest.mark.integration
 
