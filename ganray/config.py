@@ -72,7 +72,9 @@ class StyleGAN2Config:
         4, "minibatch-stddev group (images); per-worker batch must be a multiple", min=1, max=64
     )
     mbstd_channels: int = _f(1, "minibatch-stddev feature maps (0 = off)", min=0, max=16)
-    attn_layers: list = _f([], "self-attention after these resolutions, e.g. [16, 32]")
+    attn_layers: str = _f(
+        "", "self-attention at these resolutions, comma-separated, e.g. '16,32' ('' = none)"
+    )
     modconv: str = _f(
         "auto",
         "modulated conv path: fused (grouped), unfused (scale-conv-scale), auto",
@@ -136,6 +138,39 @@ class ScheduleConfig:
 
 
 @dataclass
+class RegConfig:
+    """Lazy regularization phases (Dreg: R1, Greg: path length) and style mixing (StyleGAN2).
+
+    Off by default (DCGAN); the stylegan2 presets set NVlabs' values. A phase
+    with interval k runs every k-th step with its loss scaled by k, and its
+    optimizer's lr and Adam betas are corrected by c = k / (k + 1) (NVlabs).
+    """
+
+    r1_gamma: float = _f(0.0, "R1 weight gamma on reals (0 = no Dreg phase; NVlabs 10 at 256 px)", min=0.0)
+    r1_interval: int = _f(
+        16, "steps between R1 phases (16 = NVlabs lazy R1; 1 = every step)", min=1, max=1000
+    )
+    pl_weight: float = _f(0.0, "path-length weight (0 = no Greg phase; NVlabs 2)", min=0.0)
+    pl_interval: int = _f(4, "G steps between path-length phases", min=1, max=1000)
+    pl_decay: float = _f(0.01, "decay of the running mean path length pl_mean", min=0.0, max=1.0)
+    pl_batch_shrink: int = _f(2, "path-length batch = batch_size / shrink", min=1, max=64)
+    style_mixing: float = _f(0.0, "probability of style-mixing regularization (NVlabs 0.9)", min=0.0, max=1.0)
+
+
+@dataclass
+class AugmentConfig:
+    """DiffAugment on every image D sees, with an optional ADA-style adaptive probability."""
+
+    policy: str = _f("", "DiffAugment ops, comma-separated: color, translation, cutout ('' = off)")
+    p: float = _f(1.0, "probability of each op per image (the start value when adaptive)", min=0.0, max=1.0)
+    ada_target: float = _f(
+        0.0, "adapt p to keep E[sign D(real)] at this value (0 = fixed p; ADA 0.6)", min=0.0, max=1.0
+    )
+    ada_interval: int = _f(4, "steps between adjustments of p", min=1, max=1000)
+    ada_kimg: float = _f(500.0, "thousands of images for p to move from 0 to 1", min=0.001)
+
+
+@dataclass
 class TrainConfig:
     """The training loop."""
 
@@ -146,6 +181,14 @@ class TrainConfig:
     batch_size: int = _f(128, "global batch (split across workers)", min=1, max=65536)
     d_steps: int = _f(1, "discriminator steps per generator step", min=1, max=10)
     ema_decay: float = _f(0.0, "G_ema decay per step (0 = no G_ema)", min=0.0, max=1.0)
+    ema_kimg: float = _f(
+        0.0, "G_ema half-life in thousands of images (overrides ema_decay when > 0)", min=0.0
+    )
+    ema_rampup: float = _f(
+        0.0, "half-life at most images_seen * ema_rampup (0 = no ramp-up; NVlabs 0.05)", min=0.0
+    )
+    reg: RegConfig = field(default_factory=RegConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = _f(0, "seed for weights, noise and data order (numpy's range)", min=0, max=2**32 - 1)
     grid_size: int = _f(64, "images in each sample grid", min=1, max=1024)
     keep_checkpoints: int = _f(3, "newest checkpoints kept (the best one is always kept)", min=1)

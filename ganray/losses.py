@@ -147,3 +147,31 @@ def g_loss(name: str, fake_logits: Tensor) -> Tensor:
 def needs_gradient_penalty(name: str) -> bool:
     """True if loss ``name`` expects ``gradient_penalty`` added to the D loss."""
     return get_loss(name).gradient_penalty
+
+
+# ---------------------------------------------------------------- lazy regularizers (StyleGAN2)
+
+
+def r1_penalty(real_logits: Tensor, real: Tensor, gamma: float) -> Tensor:
+    """R1 (Mescheder et al. 2018): ``gamma / 2`` * mean over images of ||grad_x D(x)||^2 on reals.
+
+    ``real`` must require grad and ``real_logits`` be D's output on it (after
+    any augmentation). The graph is kept so the penalty trains D.
+    """
+    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+    return grad.square().flatten(1).sum(1).mean() * (gamma / 2)
+
+
+def path_lengths(images: Tensor, ws: Tensor, pl_noise: Tensor) -> Tensor:
+    """Per-image path length ``[N]``: ||J_w^T y||, y = ``pl_noise`` (N(0,1) / sqrt(H*W)).
+
+    ``ws`` [N, num_ws, w_dim] are the styles ``images`` were made from; the
+    squared gradient is summed over w_dim and averaged over layers (NVlabs).
+    """
+    (grad,) = torch.autograd.grad((images * pl_noise).sum(), ws, create_graph=True)
+    return grad.square().sum(2).mean(1).sqrt()
+
+
+def path_length_penalty(lengths: Tensor, pl_mean: Tensor | float, weight: float) -> Tensor:
+    """``weight`` * mean of (length - pl_mean)^2: keeps |J_w^T y| constant over W (StyleGAN2)."""
+    return (lengths - pl_mean).square().mean() * weight

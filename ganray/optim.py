@@ -12,13 +12,14 @@ carries on from them without rebuilding anything.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
-from ganray.config import ConfigError, OptimConfig, ScheduleConfig
+from ganray.config import ConfigError, OptimConfig, RegConfig, ScheduleConfig
 
 
 def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
@@ -50,10 +51,33 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig, lr: float)
 
 
 def build_optimizers(
-    G: nn.Module, D: nn.Module, cfg: OptimConfig
+    G: nn.Module, D: nn.Module, cfg: OptimConfig, reg: RegConfig | None = None
 ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
-    """``(opt_g, opt_d)``: G at ``cfg.lr``, D at ``cfg.lr * cfg.d_lr_ratio`` (TTUR)."""
-    return build_optimizer(G.parameters(), cfg, cfg.lr), build_optimizer(D.parameters(), cfg, d_lr(cfg))
+    """``(opt_g, opt_d)``: G at ``cfg.lr``, D at ``cfg.lr * cfg.d_lr_ratio`` (TTUR).
+
+    With lazy regularization phases in ``reg`` (path length for G, R1 for D)
+    each optimizer gets the lazy-regularization correction (``lazy_corrected``).
+    """
+    g_cfg, d_cfg = cfg, cfg
+    if reg is not None and reg.pl_weight > 0:
+        g_cfg = lazy_corrected(cfg, reg.pl_interval)
+    if reg is not None and reg.r1_gamma > 0:
+        d_cfg = lazy_corrected(cfg, reg.r1_interval)
+    return build_optimizer(G.parameters(), g_cfg, g_cfg.lr), build_optimizer(
+        D.parameters(), d_cfg, d_lr(d_cfg)
+    )
+
+
+def lazy_corrected(cfg: OptimConfig, interval: int) -> OptimConfig:
+    """lr * c and Adam betas ** c, c = interval / (interval + 1) (StyleGAN2's lazy regularization).
+
+    A regularizer every ``interval`` minibatches adds one optimizer step per
+    ``interval`` main steps; scaling lr and the betas by c keeps the
+    optimizer's effective step size and momentum horizon per minibatch as
+    without the extra steps (interval 1: the regularizer steps every minibatch, c = 1/2).
+    """
+    c = interval / (interval + 1)
+    return dataclasses.replace(cfg, lr=cfg.lr * c, beta1=cfg.beta1**c, beta2=cfg.beta2**c)
 
 
 def d_lr(cfg: OptimConfig) -> float:

@@ -145,3 +145,34 @@ def test_gradient_penalty_uses_given_alpha():
     losses.gradient_penalty(D, real, fake, 1.0, alpha=alpha)
     # Interpolates alpha * real + (1 - alpha) * fake.
     torch.testing.assert_close(seen[0][:, 0, 0, 0], torch.tensor([0.25, 0.75]))
+
+
+# ---------------------------------------------------------------- R1 and path length
+
+
+def test_r1_penalty_equals_the_closed_form_gradient_norm():
+    """D(x) = sum(a * x + b * x^2) per image has grad a + 2 b x: R1 by hand."""
+    torch.manual_seed(0)
+    a, b = torch.randn(1, 2, 3, 3, requires_grad=True), torch.randn(1, 2, 3, 3, requires_grad=True)
+    x = torch.randn(4, 2, 3, 3, requires_grad=True)
+    logits = (a * x + b * x.square()).flatten(1).sum(1)
+    r1 = losses.r1_penalty(logits, x, gamma=10.0)
+    by_hand = (a + 2 * b * x).square().flatten(1).sum(1).mean() * 5.0
+    assert torch.allclose(r1, by_hand)
+    r1.backward()  # the penalty trains D's parameters
+    assert a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
+
+
+def test_path_lengths_equal_the_jacobian_transpose_by_hand():
+    """A linear 'synthesis' img_n = sum_l A_l ws[n, l]: J^T y for layer l is A_l^T y."""
+    torch.manual_seed(0)
+    n, layers, w_dim, pixels = 3, 4, 5, 6
+    A = torch.randn(layers, pixels, w_dim)
+    ws = torch.randn(n, layers, w_dim, requires_grad=True)
+    img = torch.einsum("lpd,nld->np", A, ws).reshape(n, 1, 2, 3)
+    y = torch.randn(n, 1, 2, 3)
+    lengths = losses.path_lengths(img, ws, y)
+    jty = torch.einsum("lpd,np->nld", A, y.flatten(1))
+    assert torch.allclose(lengths, jty.square().sum(2).mean(1).sqrt(), atol=1e-6)
+    pen = losses.path_length_penalty(lengths, 0.5, weight=2.0)
+    assert torch.allclose(pen, 2.0 * (lengths - 0.5).square().mean())

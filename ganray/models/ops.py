@@ -189,12 +189,16 @@ def modulated_conv2d(
     """
     n = x.shape[0]
     o, i, k, _ = weight.shape
-    w = weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)  # [N, O, I, k, k]
-    dcoefs = (w.square().sum(dim=(2, 3, 4)) + eps).rsqrt() if demodulate else None  # [N, O]
+    dcoefs = None
+    if demodulate:
+        # ||W_o * s||^2 = sum_i s_i^2 * sum_kk W_oi^2: an [N, I] x [I, O] matmul instead of
+        # squaring the [N, O, I, k, k] per-image weights (the same numbers, far fewer flops).
+        dcoefs = (styles.square() @ weight.square().sum(dim=(2, 3)).t() + eps).rsqrt()  # [N, O]
     if not fused:
         x = x * styles.reshape(n, i, 1, 1).to(x.dtype)
         x = conv2d_resample(x, weight.to(x.dtype), f, up=up)
         return x * dcoefs.reshape(n, o, 1, 1).to(x.dtype) if dcoefs is not None else x
+    w = weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)  # [N, O, I, k, k]
     if dcoefs is not None:
         w = w * dcoefs.reshape(n, o, 1, 1, 1)
     x = x.reshape(1, n * i, *x.shape[2:])
@@ -208,15 +212,11 @@ def minibatch_stddev(x: Tensor, group_size: int, num_channels: int = 1) -> Tenso
     Groups are *consecutive* images (NVlabs strides them); with consecutive
     groups a batch split across DDP workers in contiguous slices, each a
     multiple of ``group_size``, gives the same statistics as one worker.
-    The group is ``min(group_size, N)``; N must be a multiple of it.
+    The group is ``min(group_size, N)``, shrunk to a divisor of N for a ragged
+    batch (e.g. the last validation batch): gcd(group, N).
     """
     n, c, h, w = x.shape
-    g = min(group_size, n)
-    if n % g:
-        raise ValueError(
-            f"minibatch stddev: batch of {n} images is not a multiple of the group size {g}; "
-            f"use a per-worker batch divisible by model.stylegan2.mbstd_group"
-        )
+    g = math.gcd(min(group_size, n), n)
     y = x.reshape(n // g, g, num_channels, c // num_channels, h, w).float()
     y = (y - y.mean(dim=1, keepdim=True)).square().mean(dim=1)  # variance over the group
     y = (y + 1e-8).sqrt().mean(dim=(2, 3, 4))  # [n/g, F]: average std per channel group

@@ -31,7 +31,7 @@ from ganray.storage import Storage, join
 from ganray.train import artifacts
 from ganray.train.batches import Batches, subset_indices
 from ganray.train.distributed import DistContext, unwrap
-from ganray.train.step import GanState, gan_step, grad_scalers, sample_slice
+from ganray.train.step import GanState, gan_step, grad_scalers, sample_slice, training_state_metrics
 
 log = logging.getLogger("ganray.train")
 
@@ -126,8 +126,9 @@ class Trainer:
         G, D = G.to(dev), D.to(dev)
         if dev.type == "cuda" and c.train.channels_last:
             G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-        G_ema = copy.deepcopy(G).eval().requires_grad_(False) if c.train.ema_decay > 0 else None
-        opt_g, opt_d = build_optimizers(G, D, c.optim)
+        use_ema = c.train.ema_decay > 0 or c.train.ema_kimg > 0
+        G_ema = copy.deepcopy(G).eval().requires_grad_(False) if use_ema else None
+        opt_g, opt_d = build_optimizers(G, D, c.optim, c.train.reg)
         amp = amp_dtype_for(c.train.amp, dev)
         scaler_g, scaler_d = grad_scalers(amp, dev)
         self.state = GanState(
@@ -306,6 +307,7 @@ class Trainer:
             "images_per_s": steps * global_batch / max(seconds, 1e-9),
             "lr_g": lr_g,
             "lr_d": lr_d,
+            **training_state_metrics(s),  # pl_mean, aug_p, ada_rt when those phases run
         }
         row.update(self._evaluate(epoch))
         return row

@@ -8,19 +8,34 @@ all-reduces gradients that are thrown away.
 Noise is drawn for the *global* batch from a generator seeded identically on
 every rank, and each rank takes its slice: a run on W workers then sees the
 same latent vectors as a run on one worker, which makes runs comparable (and
-testable) across worker counts.
+testable) across worker counts. The same holds for every other random draw
+(per-layer noise inputs, style-mixing crossover, augmentation, path-length
+noise).
+
+Phases (NVlabs' Gmain, Greg, Dmain, Dreg): every step runs Dmain and Gmain;
+the regularization phases in ``REG_PHASES`` run every ``interval`` steps as
+their own optimizer step when the config switches them on (``train.reg``).
+Nothing here branches on the model family: generators that take the style
+keyword interface (``noise_shapes``, see ganray.models.registry) get their
+noise inputs and style mixing from the step.
+
+State that must survive a restart lives in ``GanState.extra`` (saved in the
+checkpoint): ``step`` (steps done), ``images`` (images seen), ``pl_mean``,
+``aug_p`` and the ADA sign accumulators, ``ema_step``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from ganray import losses
-from ganray.config import OptimConfig, TrainConfig
+from ganray import augment, losses
+from ganray.config import ConfigError, OptimConfig, TrainConfig
 from ganray.optim import clip_gradients
 from ganray.train.distributed import DistContext, unwrap
 
@@ -112,37 +127,65 @@ def d_update(
     if fake is None:
         G_plain = unwrap(state.G)
         z = sample_slice(state.noise, n * ctx.world_size, (G_plain.latent_dim,), ctx)
+        kw = generator_kwargs(state, G_plain, n * ctx.world_size, cfg, ctx)
         with torch.no_grad(), _autocast(state, ctx.device):
-            fake = G_plain(z)
+            fake = G_plain(z, **kw)
     with _autocast(state, ctx.device):
-        real_logits = D(real).float()
-        fake_logits = D(fake).float()
+        real_logits = d_forward(state, D, real, cfg, ctx).float()
+        fake_logits = d_forward(state, D, fake, cfg, ctx).float()
         loss = losses.d_loss(cfg.loss, real_logits, fake_logits, drift=cfg.drift)
     if losses.needs_gradient_penalty(cfg.loss) and cfg.gp_weight > 0:
         alpha = sample_slice(state.noise, n * ctx.world_size, (1, 1, 1), ctx, uniform=True)
         loss = loss + losses.gradient_penalty(D, real, fake.float(), cfg.gp_weight, alpha=alpha)
     _backward_and_step(loss, state.opt_d, unwrap(D).parameters(), state.scaler_d, grad_clip)
     acc_real, acc_fake = losses.d_accuracy(real_logits.detach(), fake_logits.detach())
+    if cfg.augment.ada_target > 0:  # ADA's overfitting heuristic, summed over ranks later
+        state.extra["ada_sign_sum"] = state.extra.get("ada_sign_sum", 0.0) + float(
+            real_logits.detach().sign().sum()
+        )
+        state.extra["ada_count"] = state.extra.get("ada_count", 0) + n
     return loss.detach(), acc_real, acc_fake
 
 
-def g_update(state: GanState, fake: torch.Tensor, cfg: TrainConfig, grad_clip: float):
+def g_update(
+    state: GanState, fake: torch.Tensor, cfg: TrainConfig, grad_clip: float, ctx: DistContext | None = None
+):
     """One generator update on ``fake`` (with its graph) through a frozen D; detached loss out."""
     D_plain, G_plain = unwrap(state.D), unwrap(state.G)
+    ctx = ctx or DistContext(device=fake.device)
     D_plain.requires_grad_(False)  # no D gradients during the G update: saves compute
     try:
         with _autocast(state, fake.device):
-            loss = losses.g_loss(cfg.loss, D_plain(fake).float())
+            loss = losses.g_loss(cfg.loss, d_forward(state, D_plain, fake, cfg, ctx).float())
         _backward_and_step(loss, state.opt_g, G_plain.parameters(), state.scaler_g, grad_clip)
     finally:
         D_plain.requires_grad_(True)
     if state.G_ema is not None:
-        # Warm-up: early on G_ema follows G closely, else a short run's G_ema would
-        # still hold much of its random initialisation (0.999 needs ~5k steps).
         step = state.extra.get("ema_step", 0)
-        ema_update(state.G_ema, G_plain, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        if cfg.ema_kimg > 0:
+            decay = ema_beta(
+                fake.shape[0] * ctx.world_size, cfg.ema_kimg, cfg.ema_rampup, state.extra.get("images", 0)
+            )
+        else:
+            # Warm-up: early on G_ema follows G closely, else a short run's G_ema would
+            # still hold much of its random initialisation (0.999 needs ~5k steps).
+            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        ema_update(state.G_ema, G_plain, decay)
         state.extra["ema_step"] = step + 1
     return loss.detach()
+
+
+def ema_beta(batch: int, ema_kimg: float, rampup: float, images_seen: int) -> float:
+    """Per-step G_ema decay for a half-life of ``ema_kimg`` thousand images (NVlabs).
+
+    After h = ema_kimg * 1000 images the old weights' share has halved:
+    beta ** (h / batch) = 0.5. With ``rampup`` > 0 the half-life is at most
+    ``images_seen * rampup`` so G_ema does not hold on to the random init.
+    """
+    half_life = ema_kimg * 1000.0
+    if rampup > 0:
+        half_life = min(half_life, images_seen * rampup)
+    return 0.5 ** (batch / max(half_life, 1e-8))
 
 
 @torch.no_grad()
@@ -152,6 +195,127 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         pe.lerp_(pm.detach(), 1.0 - decay)
     for be, bm in zip(ema.buffers(), model.buffers()):
         be.copy_(bm)
+
+
+# ---------------------------------------------------------------- inputs shared by the phases
+
+
+def generator_kwargs(
+    state: GanState, G_plain: nn.Module, n_global: int, cfg: TrainConfig, ctx: DistContext
+) -> dict:
+    """Keyword inputs for generators with the style interface (``noise_shapes``); {} for others.
+
+    Per-layer noise and, with probability ``reg.style_mixing``, a second
+    latent and a crossover layer in [1, num_ws) (NVlabs draws one crossover
+    per batch). All drawn for the global batch from the shared stream.
+    """
+    shapes = getattr(G_plain, "noise_shapes", None)
+    if shapes is None:
+        if cfg.reg.style_mixing > 0:
+            raise ConfigError(
+                "train.reg.style_mixing needs a generator with per-layer styles (model.arch=stylegan2); "
+                "set train.reg.style_mixing=0 for this architecture"
+            )
+        return {}
+    kw: dict = {"noise": [sample_slice(state.noise, n_global, (1, s, s), ctx) for s in shapes]}
+    if cfg.reg.style_mixing > 0:
+        u = torch.rand(2, generator=state.noise, device=state.noise.device).tolist()
+        if u[0] < cfg.reg.style_mixing:
+            kw["mix_z"] = sample_slice(state.noise, n_global, (G_plain.latent_dim,), ctx)
+            kw["crossover"] = 1 + int(u[1] * (G_plain.num_ws - 1))
+    return kw
+
+
+def d_forward(
+    state: GanState, D: nn.Module, x: torch.Tensor, cfg: TrainConfig, ctx: DistContext
+) -> torch.Tensor:
+    """D's logits on ``x`` after DiffAugment (``train.augment``; identity when off or p = 0)."""
+    policy = augment.parse_policy(cfg.augment.policy)
+    p = state.extra.get("aug_p", cfg.augment.p)
+    if policy and p > 0:
+        u = sample_slice(state.noise, x.shape[0] * ctx.world_size, (augment.NUM_RANDOMS,), ctx, uniform=True)
+        x = augment.diff_augment(x, policy, p, u)
+    return D(x)
+
+
+# ---------------------------------------------------------------- regularization phases
+
+
+def d_reg(state: GanState, real: torch.Tensor, cfg: TrainConfig, grad_clip: float, ctx: DistContext) -> dict:
+    """Dreg: lazy R1 on (augmented) reals, scaled by its interval; its own D optimizer step."""
+    x = real.detach().requires_grad_(True)
+    logits = d_forward(state, state.D, x, cfg, ctx).float()  # through DDP: gradients are all-reduced
+    r1 = losses.r1_penalty(logits, x, cfg.reg.r1_gamma)
+    # logits * 0 puts every D parameter in the graph (DDP expects all of them to get a gradient).
+    loss = r1 * cfg.reg.r1_interval + logits.mean() * 0
+    _backward_and_step(loss, state.opt_d, unwrap(state.D).parameters(), state.scaler_d, grad_clip)
+    return {"r1": r1.detach()}
+
+
+def g_reg(state: GanState, real: torch.Tensor, cfg: TrainConfig, grad_clip: float, ctx: DistContext) -> dict:
+    """Greg: path-length regularization on batch / pl_batch_shrink fakes; its own G optimizer step.
+
+    The DDP-wrapped G runs mapping and synthesis (``return_ws``) so the
+    penalty's gradients are all-reduced; ``pl_mean`` follows the mean length
+    over all ranks, so W workers keep the same ``pl_mean`` as one.
+    """
+    G_plain = unwrap(state.G)
+    per_rank = max(real.shape[0] // cfg.reg.pl_batch_shrink, 1)
+    n_global = per_rank * ctx.world_size
+    z = sample_slice(state.noise, n_global, (G_plain.latent_dim,), ctx)
+    kw = generator_kwargs(state, G_plain, n_global, cfg, ctx)
+    img, ws = state.G(z, return_ws=True, **kw)
+    pl_noise = sample_slice(state.noise, n_global, tuple(img.shape[1:]), ctx) / math.sqrt(
+        img.shape[2] * img.shape[3]
+    )
+    lengths = losses.path_lengths(img.float(), ws, pl_noise)
+    batch_mean = ctx.all_reduce_sum(lengths.detach().mean()) / ctx.world_size
+    pl_mean = torch.tensor(state.extra.get("pl_mean", 0.0), dtype=torch.float32, device=img.device)
+    pl_mean = pl_mean.lerp(batch_mean.float(), cfg.reg.pl_decay)
+    state.extra["pl_mean"] = pl_mean.item()
+    penalty = losses.path_length_penalty(lengths, pl_mean, cfg.reg.pl_weight)
+    # img * 0 puts every G parameter (e.g. toRGB biases) in the graph for DDP.
+    loss = penalty * cfg.reg.pl_interval + img[:, 0, 0, 0].mean() * 0
+    _backward_and_step(loss, state.opt_g, G_plain.parameters(), state.scaler_g, grad_clip)
+    return {"pl_penalty": penalty.detach()}
+
+
+@dataclass(frozen=True)
+class RegPhase:
+    """A regularization phase: runs when ``enabled(cfg)``, every ``interval(cfg)`` steps."""
+
+    name: str
+    enabled: Callable[[TrainConfig], bool]
+    interval: Callable[[TrainConfig], int]
+    run: Callable[[GanState, torch.Tensor, TrainConfig, float, DistContext], dict]
+
+
+REG_PHASES = (
+    RegPhase("Dreg", lambda c: c.reg.r1_gamma > 0, lambda c: c.reg.r1_interval, d_reg),
+    RegPhase("Greg", lambda c: c.reg.pl_weight > 0, lambda c: c.reg.pl_interval, g_reg),
+)
+
+
+def _adapt_augment(state: GanState, cfg: TrainConfig, global_batch: int, ctx: DistContext) -> None:
+    """Every ``ada_interval`` steps move ``aug_p`` by ADA's rule from r_t over all ranks."""
+    a = cfg.augment
+    if a.ada_target <= 0 or state.extra["step"] % a.ada_interval:
+        return
+    sums = ctx.all_reduce_sum(
+        torch.tensor(
+            [state.extra.pop("ada_sign_sum", 0.0), state.extra.pop("ada_count", 0)], dtype=torch.float64
+        )
+    )
+    rt = float(sums[0] / sums[1].clamp_min(1))
+    state.extra["ada_rt"] = rt
+    state.extra["aug_p"] = augment.ada_adjust(
+        state.extra.get("aug_p", a.p), rt, a.ada_target, global_batch * a.ada_interval, a.ada_kimg
+    )
+
+
+def training_state_metrics(state: GanState) -> dict[str, float]:
+    """Scalars of ``state.extra`` worth a metrics column (pl_mean, aug_p, ada_rt)."""
+    return {k: float(state.extra[k]) for k in ("pl_mean", "aug_p", "ada_rt") if k in state.extra}
 
 
 def gan_step(
@@ -166,10 +330,19 @@ def gan_step(
     """
     for _ in range(cfg.d_steps - 1):
         d_update(state, real, cfg, optim_cfg.grad_clip, ctx)
-    latent = unwrap(state.G).latent_dim
-    z = sample_slice(state.noise, real.shape[0] * ctx.world_size, (latent,), ctx)
+    G_plain, global_batch = unwrap(state.G), real.shape[0] * ctx.world_size
+    z = sample_slice(state.noise, global_batch, (G_plain.latent_dim,), ctx)
+    kw = generator_kwargs(state, G_plain, global_batch, cfg, ctx)
     with _autocast(state, ctx.device):
-        fake = state.G(z)  # through DDP: its backward all-reduces G's gradients
+        fake = state.G(z, **kw)  # through DDP: its backward all-reduces G's gradients
+    step = state.extra.get("step", 0)
+    state.extra["images"] = state.extra.get("images", 0) + global_batch
     d_loss, acc_real, acc_fake = d_update(state, real, cfg, optim_cfg.grad_clip, ctx, fake.detach())
-    g_loss = g_update(state, fake, cfg, optim_cfg.grad_clip)
-    return {"d_loss": d_loss, "g_loss": g_loss, "d_acc_real": acc_real, "d_acc_fake": acc_fake}
+    g_loss = g_update(state, fake, cfg, optim_cfg.grad_clip, ctx)
+    out = {"d_loss": d_loss, "g_loss": g_loss, "d_acc_real": acc_real, "d_acc_fake": acc_fake}
+    for phase in REG_PHASES:
+        if phase.enabled(cfg) and step % phase.interval(cfg) == 0:
+            out.update(phase.run(state, real, cfg, optim_cfg.grad_clip, ctx))
+    state.extra["step"] = step + 1
+    _adapt_augment(state, cfg, global_batch, ctx)
+    return out

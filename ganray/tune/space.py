@@ -316,21 +316,28 @@ def _read_base(err: _Errors, base: str, space_dir: Path) -> dict[str, Any]:
 
 
 def _config_field(key: str) -> tuple[dataclasses.Field, Any] | None:
-    """The dataclass field and type of a dotted ``section.name`` key, or None."""
-    section, _, name = key.partition(".")
-    hints = typing.get_type_hints(Config)
-    cls = hints.get(section)
-    if cls is None or not dataclasses.is_dataclass(cls) or not name or "." in name:
+    """The dataclass field and type of a dotted key (``section.name``, or deeper for nested
+    sections such as ``model.stylegan2.fmap_max``), or None."""
+    *path, name = key.split(".")
+    cls: Any = Config
+    for part in path:
+        hints = typing.get_type_hints(cls)
+        cls = hints.get(part)
+        if cls is None or not dataclasses.is_dataclass(cls):
+            return None
+    if not path or not name:
         return None
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    if name not in fields:
+    if name not in fields or dataclasses.is_dataclass(typing.get_type_hints(cls)[name]):
         return None
     return fields[name], typing.get_type_hints(cls)[name]
 
 
 def _default(key: str) -> Any:
-    section, _, name = key.partition(".")
-    return getattr(getattr(Config(), section), name)
+    obj: Any = Config()
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def _check_config_key(err: _Errors, where: str, key: str) -> None:
@@ -345,17 +352,33 @@ def _check_config_key(err: _Errors, where: str, key: str) -> None:
 
 def _check_value(err: _Errors, where: str, key: str, value: Any) -> Any:
     """Check one value against the config field's rules; return it coerced."""
-    section, _, name = key.partition(".")
+    nested: dict[str, Any] = {}
+    _set_dotted(nested, key, value)
     try:
-        obj = from_dict(Config, {section: {name: value}})
+        obj = from_dict(Config, nested)
     except ConfigError as e:
         err.fail(where, str(e))
-    return getattr(getattr(obj, section), name)
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    section, _, name = key.partition(".")
-    data.setdefault(section, {})[name] = value
+    """``data[a][b][c] = value`` for ``key`` 'a.b.c' (sections may nest: model.stylegan2.fmap_max)."""
+    *path, name = key.split(".")
+    for part in path:
+        data = data.setdefault(part, {})
+    data[name] = value
+
+
+def _get_dotted(data: dict[str, Any], key: str) -> Any:
+    """``data[a][b][c]`` for 'a.b.c', or the Config default where ``data`` has no value."""
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _default(key)
+        node = node[part]
+    return node
 
 
 def _apply_fixed(err: _Errors, base_data: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
@@ -518,8 +541,7 @@ def _parse_tune(err: _Errors, tune: Any, base: dict[str, Any], num_samples: int 
     if s.metric not in METRICS:
         err.fail("tune.metric", f"{s.metric!r} is not a trial metric; choose one of: {', '.join(METRICS)}")
     switch = METRICS[s.metric]
-    section, _, name = switch.partition(".")
-    if not base[section][name]:
+    if not _get_dotted(base, switch):
         err.fail("tune.metric", f"{s.metric} is not computed: set {switch}: true in fixed")
     s.mode = tune.get("mode", s.mode)
     if s.mode not in ("min", "max"):
@@ -631,8 +653,7 @@ def _lookup(base: dict[str, Any], values: dict[str, Any]) -> typing.Callable[[st
     def lookup(key: str) -> Any:
         if key in values:
             return values[key]
-        section, _, name = key.partition(".")
-        return base.get(section, {}).get(name, _default(key))
+        return _get_dotted(base, key)
 
     return lookup
 

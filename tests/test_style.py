@@ -1,0 +1,97 @@
+"""Style tools on a tiny StyleGAN2 and on a DCGAN mapping variant."""
+
+import pytest
+import torch
+
+from ganray import style
+from ganray.config import ModelConfig, load_config
+from ganray.models import build_models
+
+
+@pytest.fixture(scope="module")
+def sg2():
+    cfg = load_config(
+        None,
+        [
+            "model.arch=stylegan2",
+            "model.latent_dim=8",
+            "model.stylegan2.network_capacity=2",
+            "model.stylegan2.fmap_max=16",
+            "model.stylegan2.w_dim=8",
+            "model.stylegan2.mapping_layers=2",
+        ],
+    )
+    torch.manual_seed(0)
+    G, _ = build_models(cfg.model)
+    G.train()
+    for _ in range(3):
+        G.mapping(torch.randn(64, 8))  # move w_avg away from 0
+    return G.eval()
+
+
+@pytest.fixture(scope="module")
+def demod():
+    torch.manual_seed(0)
+    G, _ = build_models(ModelConfig(arch="dcgan-demod", ngf=8, latent_dim=8, mapping_layers=2))
+    return G.eval()
+
+
+def test_seeds_give_fixed_latents():
+    a, b = style.z_from_seeds([3, 5], 8), style.z_from_seeds([5], 8)
+    assert torch.equal(a[1], b[0]) and not torch.equal(a[0], a[1])
+
+
+@pytest.mark.parametrize("which", ["sg2", "demod"])
+def test_truncation_psi_zero_gives_the_average_image_for_every_seed(which, request):
+    G = request.getfixturevalue(which)
+    imgs = style.images_from_seeds(G, [0, 1, 2], psi=0.0)
+    avg = style.synthesize(G, style.w_average(G).expand(1, -1))
+    assert torch.allclose(imgs, avg.expand_as(imgs), atol=1e-5)
+    assert not torch.allclose(style.images_from_seeds(G, [0, 1], psi=1.0)[0], avg[0], atol=1e-3)
+
+
+def test_layer_ranges_follow_resolutions(sg2):
+    assert style.ws_resolutions(sg2) == [4, 8, 8, 16, 16, 32, 32, 32]
+    assert style.layer_range(sg2, "coarse") == [0, 1, 2]
+    assert style.layer_range(sg2, "middle") == [3, 4, 5, 6, 7]
+    assert style.layer_range(sg2, "fine") == []
+    with pytest.raises(ValueError, match="coarse"):
+        style.layer_range(sg2, "medium")
+
+
+def test_mixing_grid_rows_columns_and_extremes(sg2):
+    rz, cz = style.z_from_seeds([1, 2], 8), style.z_from_seeds([3, 4, 5], 8)
+    grid = style.mixing_grid(sg2, rz, cz, layers=list(range(sg2.num_ws)))
+    assert grid.shape == (3 * 4, 1, 32, 32)
+    # mixing every layer reproduces the column image; the header row shows the columns
+    assert torch.allclose(grid[5], grid[1], atol=1e-5) and torch.allclose(grid[11], grid[3], atol=1e-5)
+    none = style.mixing_grid(sg2, rz, cz, layers=[])
+    assert torch.allclose(none[5], none[4], atol=1e-5)  # no layers mixed: the row image
+
+
+def test_mix_k_blend_and_interpolation_endpoints(sg2):
+    z = [style.z_from_seeds([s], 8) for s in (1, 2, 3)]
+    single = style.synthesize(sg2, style.styles(sg2, z[0]))
+    assert torch.allclose(style.mix_k(sg2, z, [[], []]), single, atol=1e-5)
+    three = style.mix_k(sg2, z, [style.layer_range(sg2, "coarse"), [7]])
+    assert three.shape == single.shape and not torch.allclose(three, single, atol=1e-4)
+    assert torch.allclose(style.blend(sg2, z[0], z[1], 1.0), single, atol=1e-5)
+    for space in ("z", "w"):
+        frames = style.interpolate(sg2, z[0], z[1], 4, space=space)
+        assert frames.shape == (4, 1, 1, 32, 32)
+        assert torch.allclose(frames[0], single, atol=1e-4)
+        assert torch.allclose(frames[-1], style.synthesize(sg2, style.styles(sg2, z[1])), atol=1e-4)
+
+
+def test_activations_filters_and_errors(sg2, demod):
+    z = style.z_from_seeds([0, 1], 8)
+    assert style.activations(sg2, z, 1).shape == (2, 16, 8, 8)
+    assert style.activations(demod, z, 0).shape[0] == 2
+    f = style.first_layer_filters(sg2)
+    assert f.dim() == 4 and f.shape[1] == 1
+    assert style.to_unit(f).abs().max() <= 1.0
+    with pytest.raises(ValueError, match="out of range"):
+        style.activations(sg2, z, 9)
+    plain, _ = build_models(ModelConfig(arch="dcgan", ngf=8, latent_dim=8))
+    with pytest.raises(ValueError, match="no mapping network"):
+        style.images_from_seeds(plain, [0])
