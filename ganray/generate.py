@@ -14,6 +14,11 @@ the same image whatever the batch or output. --out picks the output: .png /
 (NVlabs/ADM evaluation layout), a folder one PNG per seed (pytorch-fid,
 clean-fid). Folders and arrays are written in batches of --batch images, so
 memory does not grow with the image count. Exit status: 0 written, 1 bad input.
+
+Style modes (generators with a mapping network; options in ganray/style_modes.py):
+    --mode truncation --psi 0.7 --cutoff 8 --noise-mode const   images from seeds, truncated
+    --mode mixing --seeds 1-4 --cols 10-15 --layers coarse       style-mixing grid
+    --mode mixing-k | blend | interpolate (--space z|w, .gif) | activations --block K | filters
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ganray.checkpoint import CheckpointError
 from ganray.cli_args import SEED, int_in, uri
 from ganray.config import ConfigError
 from ganray.image_io import MAX_SEEDS, WRITERS, OutputError, check_output, output_kind, parse_seeds
 from ganray.storage import Storage, StorageError, is_local
+from ganray.style_modes import STYLE_MODES, add_style_arguments, options_from_args
 
 
 def resolve_checkpoint(path: str) -> str:
@@ -51,6 +58,7 @@ class Request:
     seeds: list[int]
     use_ema: bool = True
     batch: int = 256  # images per forward pass and per write (bounds memory)
+    style: Any = None  # ganray.style_modes.StyleOptions for the style modes
 
 
 def run_images(req: Request, storage: Storage) -> str:
@@ -67,9 +75,27 @@ def run_images(req: Request, storage: Storage) -> str:
     return req.out
 
 
-# Generation modes by name; later modes (truncation sweeps, style mixing,
-# interpolation) register here with their own options in _parser.
+def _style_mode(mode: str) -> Callable[[Request, Storage], str]:
+    """A generate mode from ganray.style_modes (truncation, mixing, interpolation, ...)."""
+
+    def run(req: Request, storage: Storage) -> str:
+        from ganray.inference import load_generator
+        from ganray.style_modes import StyleOptions, run_style_mode
+
+        G, cfg, which = load_generator(resolve_checkpoint(req.checkpoint), storage, req.use_ema)
+        try:
+            out = run_style_mode(mode, G, req.seeds, req.out, req.style or StyleOptions(), storage)
+        except ValueError as e:  # a generator without a mapping network, a bad range
+            raise OutputError(str(e)) from None
+        print(f"{mode} from {which} ({cfg.model.arch}) -> {out}", file=sys.stderr)
+        return out
+
+    return run
+
+
+# Generation modes by name, each with its own options in _parser.
 MODES: dict[str, Callable[[Request, Storage], str]] = {"images": run_images}
+MODES.update({m: _style_mode(m) for m in STYLE_MODES})
 
 
 def generate(
@@ -82,10 +108,13 @@ def generate(
     seeds: list[int] | None = None,
     batch: int = 256,
     mode: str = "images",
+    style: Any = None,
 ) -> str:
-    """Write images of ``seeds`` (default ``seed .. seed+n-1``) to ``out``; return ``out``."""
+    """Write images of ``seeds`` (default ``seed .. seed+n-1``) to ``out``; return ``out``.
+
+    ``style`` (ganray.style_modes.StyleOptions) configures the style modes."""
     req = Request(
-        checkpoint, out, seeds if seeds is not None else list(range(seed, seed + n)), use_ema, batch
+        checkpoint, out, seeds if seeds is not None else list(range(seed, seed + n)), use_ema, batch, style
     )
     return MODES[mode](req, storage or Storage())
 
@@ -116,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int_in(1, 4096), default=256, help="images per batch (default 256)")
     p.add_argument("--no-ema", dest="use_ema", action="store_false", help="use G, not G_ema")
     p.add_argument("--endpoint-url", default="", help="S3-compatible endpoint for s3:// URIs")
+    add_style_arguments(p)
     return p
 
 
@@ -139,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             seeds=args.seeds,
             batch=args.batch,
             mode=args.mode,
+            style=options_from_args(args),
         )
     except (CheckpointError, ConfigError, StorageError, OutputError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -47,8 +47,9 @@ def _device(G: nn.Module) -> torch.device:
 
 def z_from_seeds(seeds: list[int], latent_dim: int, device: torch.device | str = "cpu") -> Tensor:
     """``[len(seeds), latent_dim]``: row i is N(0, 1) from ``torch.Generator().manual_seed(seeds[i])``."""
-    rows = [torch.randn(latent_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
-    return torch.stack(rows).to(device)
+    from ganray.inference import seed_noise  # the one seed -> z rule, shared with generate
+
+    return seed_noise([int(s) for s in seeds], latent_dim).to(device)
 
 
 @torch.no_grad()

@@ -95,3 +95,64 @@ def test_activations_filters_and_errors(sg2, demod):
     plain, _ = build_models(ModelConfig(arch="dcgan", ngf=8, latent_dim=8))
     with pytest.raises(ValueError, match="no mapping network"):
         style.images_from_seeds(plain, [0])
+
+
+# ---------------------------------------------------------------- generate modes
+
+
+@pytest.fixture(scope="module")
+def sg2_checkpoint(tmp_path_factory, sg2):
+    from ganray import checkpoint as ckpt
+    from ganray.storage import Storage
+
+    cfg = load_config(
+        None,
+        [
+            "model.arch=stylegan2",
+            "model.latent_dim=8",
+            "model.stylegan2.network_capacity=2",
+            "model.stylegan2.fmap_max=16",
+            "model.stylegan2.w_dim=8",
+            "model.stylegan2.mapping_layers=2",
+        ],
+    )
+    _, D = build_models(cfg.model)
+    state = {"epoch": 1, "config": cfg.to_dict(), "G": sg2.state_dict(), "D": D.state_dict()}
+    return ckpt.save_checkpoint(Storage(), str(tmp_path_factory.mktemp("run")), state, {})
+
+
+@pytest.mark.parametrize(
+    "mode, args, out",
+    [
+        ("truncation", ["--seeds", "0-3", "--psi", "0.5", "--cutoff", "4"], "t.png"),
+        ("mixing", ["--seeds", "1-2", "--cols", "3-5", "--layers", "middle"], "m.png"),
+        ("mixing-k", ["--seeds", "1,2,3", "--layers", "0-2;5"], "k.png"),
+        ("blend", ["--seeds", "1,2", "--frames", "3"], "b.png"),
+        ("interpolate", ["--seeds", "1,2", "--frames", "3", "--space", "z"], "walk.gif"),
+        ("activations", ["--seeds", "0", "--block", "1"], "a.png"),
+        ("filters", [], "f.png"),
+    ],
+)
+def test_generate_style_modes_write_their_outputs(sg2_checkpoint, tmp_path, mode, args, out):
+    from PIL import Image
+
+    from ganray.generate import main
+
+    dest = tmp_path / out
+    assert main(["--checkpoint", sg2_checkpoint, "--mode", mode, *args, "--out", str(dest)]) == 0
+    img = Image.open(dest)
+    assert img.size[0] >= 32
+    if mode == "mixing":  # 2 rows + header, 3 columns + header: 32 px tiles and 2 px padding
+        assert img.size == (4 * 34 + 2, 3 * 34 + 2)
+    if mode == "interpolate":
+        assert img.n_frames == 3 and len(list((tmp_path / "walk_frames").iterdir())) == 3
+
+
+def test_generate_style_mode_errors_are_one_line(sg2_checkpoint, tmp_path, capsys):
+    from ganray.generate import main
+
+    ck = ["--checkpoint", sg2_checkpoint]
+    assert main([*ck, "--mode", "mixing", "--layers", "0-99", "--out", str(tmp_path / "x.png")]) == 1
+    assert "num_ws" in capsys.readouterr().err
+    assert main([*ck, "--mode", "interpolate", "--seeds", "1,2", "--out", str(tmp_path / "x.png")]) == 1
+    assert ".gif" in capsys.readouterr().err
