@@ -8,9 +8,8 @@ from ganray.config import ModelConfig, load_config
 from ganray.models import build_models
 
 
-@pytest.fixture(scope="module")
-def sg2():
-    cfg = load_config(
+def tiny_sg2_config():
+    return load_config(
         None,
         [
             "model.arch=stylegan2",
@@ -21,6 +20,11 @@ def sg2():
             "model.stylegan2.mapping_layers=2",
         ],
     )
+
+
+@pytest.fixture(scope="module")
+def sg2():
+    cfg = tiny_sg2_config()
     torch.manual_seed(0)
     G, _ = build_models(cfg.model)
     G.train()
@@ -105,17 +109,7 @@ def sg2_checkpoint(tmp_path_factory, sg2):
     from ganray import checkpoint as ckpt
     from ganray.storage import Storage
 
-    cfg = load_config(
-        None,
-        [
-            "model.arch=stylegan2",
-            "model.latent_dim=8",
-            "model.stylegan2.network_capacity=2",
-            "model.stylegan2.fmap_max=16",
-            "model.stylegan2.w_dim=8",
-            "model.stylegan2.mapping_layers=2",
-        ],
-    )
+    cfg = tiny_sg2_config()
     _, D = build_models(cfg.model)
     state = {"epoch": 1, "config": cfg.to_dict(), "G": sg2.state_dict(), "D": D.state_dict()}
     return ckpt.save_checkpoint(Storage(), str(tmp_path_factory.mktemp("run")), state, {})
