@@ -8,6 +8,7 @@ skipped.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from typing import Any
@@ -15,9 +16,10 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw
 
-from ganray.analysis import inspect, style
+from ganray.analysis import inspect
 from ganray.analysis.experiment import Problem, Trial
 from ganray.analysis.plots import Figure
+from ganray.inference import seed_noise
 from ganray.storage import Storage
 from ganray.train.artifacts import images_to_png
 
@@ -94,24 +96,43 @@ def _gif_of(images: torch.Tensor) -> bytes:
     return gif_bytes([decode(_png(images[i : i + 1], 1)).convert("RGB") for i in range(images.shape[0])], 150)
 
 
+def has_mapping(G: torch.nn.Module) -> bool:
+    """True if G has a mapping network (the style tools' interface: mapping, synthesis, num_ws)."""
+    return all(hasattr(G, a) for a in ("mapping", "synthesis", "num_ws"))
+
+
+def _split(num_ws: int, k: int) -> list[list[int]]:
+    """Style indices 0..num_ws-1 in k contiguous blocks (some empty when num_ws < k)."""
+    return [list(range(i * num_ws // k, (i + 1) * num_ws // k)) for i in range(k)]
+
+
 def style_figures(G: torch.nn.Module, where: str) -> list[Figure]:
-    """Style mixing (coarse/middle/fine), 5-latent mixing, truncation sweep, Z and W interpolation."""
+    """Style mixing (coarse/middle/fine), 5-latent mixing, truncation sweep, Z and W interpolation,
+    drawn with ganray.style (constant noise inputs, so only the styles change)."""
+    from ganray import style
+
     out = []
-    groups = {k: r for k, r in style.layer_groups(G.num_ws).items() if len(r)}
+    z = functools.partial(style.z_from_seeds, latent_dim=G.latent_dim)
+    res = style.ws_resolutions(G)
+    for name in ("coarse", "middle", "fine"):
+        layers = style.layer_range(G, name)
+        if not layers or len(layers) == G.num_ws:
+            continue  # no such layers at this resolution, or all of them (no mixing to show)
+        img = style.mixing_grid(G, z(ROW_SEEDS), z(COL_SEEDS), layers)
+        px = sorted({res[i] for i in layers})
+        cap = f"Style mixing, {name} styles (style layers {layers[0]}-{layers[-1]} of 0-{G.num_ws - 1}, {px[0]}-{px[-1]} px) from the top row into the left column; {where}"  # fmt: skip
+        out.append(Figure(f"images/style_mixing_{name}.png", cap, _png(img, len(COL_SEEDS) + 1)))
     if G.num_ws > 1:
-        for name, layers in groups.items():
-            img = style.style_mixing_grid(G, ROW_SEEDS, COL_SEEDS, layers)
-            span = f"layer {layers.start}" if len(layers) == 1 else f"layers {layers.start}-{layers.stop - 1}"
-            cap = f"Style mixing, {name} styles ({span} of style layers 0-{G.num_ws - 1}) from the top row into the left column; {where}"  # fmt: skip
-            out.append(Figure(f"images/style_mixing_{name}.png", cap, _png(img, len(COL_SEEDS) + 1)))
-        img = style.mix_many(G, MIX_SEEDS)
+        blocks = _split(G.num_ws, len(MIX_SEEDS))
+        zs = [z([s]) for s in MIX_SEEDS]
+        img = torch.cat([style.images_from_seeds(G, MIX_SEEDS), style.mix_k(G, zs, blocks[1:])])
         cap = f"5-latent mixing: the five sources, then one image whose {G.num_ws} style layers are split among them in order; {where}"  # fmt: skip
         out.append(Figure("images/mixing_5_latents.png", cap, _png(img, len(MIX_SEEDS) + 1)))
-    img = style.truncation_sweep(G, TRUNC_SEEDS, PSIS)
+    img = torch.cat([style.images_from_seeds(G, [s], psi) for s in TRUNC_SEEDS for psi in PSIS])
     cap = f"Truncation sweep, psi {', '.join(map(str, PSIS))} (left to right; psi 0 = the W average), one row per seed; {where}"  # fmt: skip
     out.append(Figure("images/truncation.png", cap, _png(img, len(PSIS))))
     for space in ("z", "w"):
-        frames = style.interpolate(G, 11, 12, INTERP_FRAMES, space)
+        frames = style.interpolate(G, z([11]), z([12]), INTERP_FRAMES, space)[:, 0]
         how = "slerp in Z" if space == "z" else "lerp in W"
         out.append(Figure(f"images/interp_{space}.gif", f"Interpolation between seeds 11 and 12, {how}, {INTERP_FRAMES} frames; {where}", _gif_of(frames)))  # fmt: skip
     return out
@@ -125,7 +146,7 @@ def network_figures(G: torch.nn.Module, D: torch.nn.Module | None, where: str) -
         if got:
             name, tiles = got
             out.append(Figure(f"images/filters_{label}.png", f"{label}'s first-layer filters ({name}, {tiles.shape[0]} shown, each scaled to its range); {where}", _png(tiles)))  # fmt: skip
-    z = style.z_from_seeds(G, [7])
+    z = seed_noise([7], G.latent_dim)
     for which, label in ((0, "early"), (-2, "late")):
         if len(inspect.conv_layers(G)) < 2 and label == "late":
             continue
@@ -173,6 +194,6 @@ def model_figures(
     G, D, at = nets
     where = f"trial {trial.trial_id}, epoch {at}"
     torch.manual_seed(0)
-    out = style_figures(G, where) if style.has_style(G) else []
+    out = style_figures(G, where) if has_mapping(G) else []
     net, arch = network_figures(G, D, where)
     return out + net, f"{where}\n\n{arch}"

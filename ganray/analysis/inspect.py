@@ -1,14 +1,18 @@
 """Look inside a network: first-layer filters, a block's activations, the printed architecture.
 
-Works on any nn.Module (every family), by walking its modules: the "first
-layer" is the first module owning a 4-D weight (a conv, transposed conv or
-modulated conv), a "block" is any such module picked by position.
+Works on any nn.Module (every family, G and D, with or without a mapping
+network; ganray.style's versions need a mapping network), by walking its
+modules: the "first layer" is the first module owning a 4-D weight (a conv,
+transposed conv or modulated conv), a "block" is any such module picked by
+position.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from ganray.style import to_unit
 
 MAX_TILES = 64  # filters / channels shown per grid
 
@@ -26,14 +30,6 @@ def conv_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return out
 
 
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    """Each tile scaled to [-1, 1] on its own (min -> -1, max -> 1)."""
-    flat = x.reshape(x.shape[0], -1)
-    lo, hi = flat.min(1).values, flat.max(1).values
-    scale = (hi - lo).clamp_min(1e-8)
-    return ((x - lo.view(-1, 1, 1, 1)) / scale.view(-1, 1, 1, 1)) * 2 - 1
-
-
 @torch.no_grad()
 def first_layer_filters(model: nn.Module) -> tuple[str, torch.Tensor] | None:
     """(layer name, up to MAX_TILES filters as images [N, C, k, k] in [-1, 1]); RGB when the layer
@@ -48,7 +44,7 @@ def first_layer_filters(model: nn.Module) -> tuple[str, torch.Tensor] | None:
         w = w.transpose(0, 1)  # stored [in, out, k, k]; show one filter per output channel
     if w.shape[1] != 3:
         w = w.reshape(-1, 1, *w.shape[-2:])
-    return name, _unit(w[:MAX_TILES])
+    return name, to_unit(w[:MAX_TILES])
 
 
 @torch.no_grad()
@@ -68,7 +64,7 @@ def block_activations(G: nn.Module, z: torch.Tensor, which: int) -> tuple[str, t
     if not seen or seen[0].dim() != 4:
         return None
     act = seen[0][0].float().cpu()[:MAX_TILES]  # [C, H, W] of the first image
-    return name, _unit(act.unsqueeze(1))
+    return name, to_unit(act.unsqueeze(1))
 
 
 def architecture(model: nn.Module, title: str) -> str:

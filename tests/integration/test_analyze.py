@@ -197,7 +197,7 @@ def test_every_plot_and_image_decodes_and_gif_has_one_frame_per_grid(experiment)
     expected = ["plots/fid_vs_epoch.png", "plots/fid_vs_images.png", "plots/losses_top.png", "plots/lr_vs_best.png",
                 "plots/lr_schedule.png", "plots/importance.png", "plots/parallel_coordinates.png",
                 "images/grid_epoch_0000.png", f"images/grid_epoch_{EPOCHS:04d}.png", "images/progression.gif",
-                "images/style_mixing_coarse.png", "images/style_mixing_fine.png", "images/mixing_5_latents.png",
+                "images/style_mixing_coarse.png", "images/style_mixing_middle.png", "images/mixing_5_latents.png",
                 "images/truncation.png", "images/interp_z.gif", "images/interp_w.gif", "images/filters_G.png",
                 "images/filters_D.png", "images/activations_early.png", "images/activations_late.png"]  # fmt: skip
     for rel in expected:
