@@ -101,6 +101,13 @@ def has_mapping(G: torch.nn.Module) -> bool:
     return all(hasattr(G, a) for a in ("mapping", "synthesis", "num_ws"))
 
 
+def _span(a: int, b: int, noun: str) -> str:
+    """'layer 2' or 'layers 0-1' (no noun: '16' or '4-8')."""
+    if a == b:
+        return f"{noun} {a}".strip()
+    return f"{noun}s {a}-{b}".strip() if noun else f"{a}-{b}"
+
+
 def _split(num_ws: int, k: int) -> list[list[int]]:
     """Style indices 0..num_ws-1 in k contiguous blocks (some empty when num_ws < k)."""
     return [list(range(i * num_ws // k, (i + 1) * num_ws // k)) for i in range(k)]
@@ -120,7 +127,8 @@ def style_figures(G: torch.nn.Module, where: str) -> list[Figure]:
             continue  # no such layers at this resolution, or all of them (no mixing to show)
         img = style.mixing_grid(G, z(ROW_SEEDS), z(COL_SEEDS), layers)
         px = sorted({res[i] for i in layers})
-        cap = f"Style mixing, {name} styles (style layers {layers[0]}-{layers[-1]} of 0-{G.num_ws - 1}, {px[0]}-{px[-1]} px) from the top row into the left column; {where}"  # fmt: skip
+        what = f"style {_span(layers[0], layers[-1], 'layer')} of 0-{G.num_ws - 1}, {_span(px[0], px[-1], '')} px"
+        cap = f"Style mixing, {name} styles ({what}) from the top row into the left column; {where}"  # fmt: skip
         out.append(Figure(f"images/style_mixing_{name}.png", cap, _png(img, len(COL_SEEDS) + 1)))
     if G.num_ws > 1:
         blocks = _split(G.num_ws, len(MIX_SEEDS))
