@@ -46,6 +46,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from ganray.train.loop import NonFiniteLossError, Trainer
 
     setup_logging()
+    quiet_train_reports()
     cfg = build_config(loop_config["config"])
     ctx = DistContext.from_process_group(device=ray.train.torch.get_device())
 
@@ -70,6 +71,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         # Deterministic: a restart would hit the same NaN, so end the workers
         # cleanly; raise_if_failed() turns error.json into the trial's error.
         return
+
+
+def quiet_train_reports() -> None:
+    """Silence Ray Train V2's per-report INFO line in this worker ("Reporting training
+    result N: TrainingReport(...)", the whole metrics dict, from every rank each epoch).
+
+    Ray logs it through a logger named after its source file (not under ``ray.train``),
+    so neither RunConfig's LoggingConfig nor the ``ray.train`` logger level reach it;
+    its warnings and errors still show. ganray logs one line per trial-epoch instead."""
+    from ray.train.v2._internal.execution import context
+
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def raise_if_failed(cfg: Config) -> None:
@@ -100,6 +113,14 @@ def ray_storage(cfg: Config) -> tuple[str, Any]:
     return path, fs
 
 
+# Ray Train retries a run whose worker group could not start (60 s each,
+# RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S) without limit by default, so a trial
+# whose CPUs/GPUs never free up (or never appear) would wait for ever and its
+# search with it. 15 tries give an autoscaler ~15 min to add a node; then the
+# trial fails with Ray's reason and the search goes on.
+CONTROLLER_RETRIES = 15
+
+
 def build_trainer(cfg: Config, callbacks: list | None = None):
     """The TorchTrainer for one trial (used by the CLI and by each Tune trial)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -123,7 +144,9 @@ def build_trainer(cfg: Config, callbacks: list | None = None):
             name=run_name_for(cfg),
             storage_path=storage_path,
             storage_filesystem=storage_fs,
-            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+            failure_config=FailureConfig(
+                max_failures=cfg.train.max_failures, controller_failure_limit=CONTROLLER_RETRIES
+            ),
             callbacks=callbacks or [],
         ),
     )
@@ -146,21 +169,49 @@ LOCAL_RAY_ENV = {
 def connect(address: str | None = None) -> None:
     """Join a running Ray cluster (address, RAY_ADDRESS or 'auto'), else start a local one.
 
-    ``address='local'`` always starts a new local Ray, as ``ray.init`` does."""
+    ``address='local'`` always starts a new local Ray, even when a cluster is
+    running or RAY_ADDRESS names one. An explicit address that does not accept
+    connections raises ConnectionError at once, naming it (Ray itself retries for
+    minutes)."""
     import ray
 
     if ray.is_initialized():
         return
+    if address == "local":
+        start_local_ray(address="local")
+        return
     target = address or os.environ.get("RAY_ADDRESS") or "auto"
-    if target != "local":
-        try:
-            ray.init(address=target, log_to_driver=True)
-            return
-        except ConnectionError:
-            if address:
-                raise
-            log.info("no Ray cluster reachable; starting a local one")
+    if target != "auto":  # a concrete address, given or from RAY_ADDRESS: it must answer
+        check_reachable(target, "--address" if address else "RAY_ADDRESS")
+    try:
+        ray.init(address=target, log_to_driver=True)
+        return
+    except ConnectionError:
+        if target != "auto":
+            raise
+        log.info("no Ray cluster reachable; starting a local one")
     start_local_ray()
+
+
+def check_reachable(address: str, source: str = "--address", timeout: float = 10.0) -> None:
+    """Raise ConnectionError naming ``address`` (host:port or ray://host:port, taken from
+    ``source``) unless something accepts TCP connections there within ``timeout`` seconds."""
+    import socket
+
+    where = address.removeprefix("ray://")
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit() or "/" in where:
+        raise ConnectionError(
+            f"Ray address {address!r} ({source}) is not host:port (e.g. 10.0.0.5:6379, the head's "
+            f"GCS port, or ray://HOST:10001); use --address local for a new local Ray"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConnectionError(
+            f"cannot reach the Ray cluster at {address} ({source}): {e.strerror or e}; check the "
+            f"address (the head's host:port, default port 6379) and that `ray start --head` runs there"
+        ) from None
 
 
 def start_local_ray(**init_kwargs: Any) -> None:

@@ -4,9 +4,16 @@
 
 Re-running the same command (or adding --resume) continues an interrupted
 experiment (STORAGE/NAME, NAME defaulting to the space file's name) with its
-finished trials and the searcher's history kept. Exit status: 0 when at least
-one trial was evaluated, 1 when none was, 2 when the search could not start,
-3 when it was interrupted (Ctrl-C) before all trials ended.
+finished trials and the searcher's history kept.
+
+Exit status:
+  0  the search ended and at least one trial was evaluated (best.json written)
+  1  the search ended but no trial produced the metric (every trial errored)
+  2  the search could not start: bad option, space or config, storage not
+     writable (missing bucket, credentials), training data not readable, Ray
+     cluster not reachable; nothing is left behind in a new experiment
+  3  interrupted (Ctrl-C) before every trial ended; best.json names the best
+     trial finished so far, and re-running the same command resumes
 """
 
 from __future__ import annotations
@@ -40,11 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="require an existing experiment to resume (re-running without it resumes too)",
     )
     p.add_argument(
-        "--num-samples", type=int, default=None, help="number of trials (overrides tune.num_samples)"
+        "--num-samples", type=_count(1), default=None, help="number of trials (overrides tune.num_samples)"
     )
     p.add_argument(
         "--max-concurrent",
-        type=int,
+        type=_count(0),
         default=0,
         help="trials at once (default: tune.max_concurrent_trials, else what the cluster fits)",
     )
@@ -78,6 +85,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _count(least: int):
+    """argparse type: an integer >= ``least`` (argparse then exits 2 naming the option)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if n < least:
+            raise argparse.ArgumentTypeError(f"must be >= {least}, got {n}")
+        return n
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = parse_args(argv)
@@ -103,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, SearchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before Tune took over Ctrl-C (it handles it during the search)
+        print("\ninterrupted before the search started", file=sys.stderr)
+        return 3
     print(f"\nexperiment {outcome.experiment_uri}\n")
     print(table(outcome))
     unfinished = [t.trial_id for t in outcome.trials if t.status == "unfinished"]

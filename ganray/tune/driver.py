@@ -262,10 +262,13 @@ def max_concurrency(ctx: TrialContext, cluster: dict[str, float], override: int 
     return n
 
 
-def build_searcher(space: Space, concurrency: int):
+def build_searcher(space: Space, concurrency: int, statuses):
+    """Optuna (TPE or random) behind a concurrency limit that ``statuses`` (a
+    ganray.tune.callbacks.TrialStatuses) keeps from waiting on trials Tune lost."""
     import optuna
-    from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
+
+    from ganray.tune.callbacks import GuardedLimiter
 
     s = space.tune.searcher
     if s["sampler"] == "random":
@@ -284,16 +287,19 @@ def build_searcher(space: Space, concurrency: int):
         points_to_evaluate=[dict(p) for p in space.points] or None,
         sampler=sampler,
     )
-    return ConcurrencyLimiter(searcher, max_concurrent=concurrency)
+    return GuardedLimiter(searcher, concurrency, statuses)
 
 
 def build_scheduler(space: Space):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
+
+    from ganray.tune.callbacks import FinishingASHA
 
     s = space.tune.scheduler
     if s["type"] == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(
+    return FinishingASHA(
+        last_epoch=space.base_config["train"]["epochs"],
         time_attr="epoch",
         max_t=s["max_t"],
         grace_period=s["grace_period"],
@@ -322,13 +328,14 @@ class SearchOptions:
 
 
 def run_search(space: Space, opts: SearchOptions):
-    """Run (or resume) the search; return its Outcome (see ganray.tune.outcome)."""
-    from ray import tune
+    """Run (or resume) the search; return its Outcome (see ganray.tune.outcome).
 
-    from ganray.train.ray_trial import connect
-    from ganray.tune import live
+    Raises SearchError, before any trial runs, when it cannot start; a new
+    experiment folder is then removed again."""
     from ganray.tune.outcome import collect, write_outcome
 
+    if opts.max_concurrent < 0:
+        raise SearchError(f"--max-concurrent must be >= 0 (0: as many as fit), got {opts.max_concurrent}")
     name = opts.name or space.name
     try:  # before anything is written: a typo must not become a local folder named 's3:'
         check_uri(opts.storage_uri, allow_memory=False)
@@ -341,67 +348,15 @@ def run_search(space: Space, opts: SearchOptions):
         ctx.trial_config({}, "check")
     except ConfigError as e:
         raise SearchError(f"{space.path}: {e}") from None
-    tune_path, tune_fs = tune_location(ctx.experiment_uri, storage)
-    resuming = tune.Tuner.can_restore(tune_path, storage_filesystem=tune_fs)
-    if opts.resume and not resuming:
-        raise SearchError(f"--resume: no experiment to resume at {ctx.experiment_uri}")
-    preflight(ctx, storage, opts.check_data)
-    ctx = dataclasses.replace(ctx, backbone=_pinned_backbone(ctx, storage, resuming))
-    record_space(storage, ctx, resuming)
-
-    connect(opts.address)
-    import ray
-
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), TRIAL_DRIVER_RESOURCES)
-    if resuming:
-        log.info(
-            "resuming experiment %s (finished trials are kept, unfinished ones continue)", ctx.experiment_uri
-        )
-        tuner = tune.Tuner.restore(
-            tune_path,
-            trainable,
-            resume_unfinished=True,
-            resume_errored=opts.retry_errored,
-            storage_filesystem=tune_fs,
-        )
-    else:
-        concurrency = max_concurrency(ctx, ray.cluster_resources(), opts.max_concurrent)
-        log.info(
-            "experiment %s: %d trials, %d at a time, %s search, %s scheduler, objective %s (%s)",
-            ctx.experiment_uri,
-            space.tune.num_samples,
-            concurrency,
-            space.tune.searcher["sampler"],
-            space.tune.scheduler["type"],
-            space.tune.report_metric,
-            space.tune.mode,
-        )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                metric=space.tune.report_metric,
-                mode=space.tune.mode,
-                num_samples=space.tune.num_samples,
-                search_alg=build_searcher(space, concurrency),
-                scheduler=build_scheduler(space),
-                trial_name_creator=_trial_name,
-                trial_dirname_creator=_trial_name,
-                # A finished trial's process runs the next trial: it has imported
-                # Ray Train and torch already (~3 s a trial on 2 cores). A trial
-                # stopped mid-run (ASHA) still gets a fresh process.
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=os.path.basename(tune_path),
-                storage_path=os.path.dirname(tune_path),
-                storage_filesystem=tune_fs,
-                # A trial's Train run retries its own worker failures (train.max_failures);
-                # Tune must not re-run a trial that failed for good (e.g. NaN losses).
-                failure_config=tune.FailureConfig(max_failures=0),
-                # TensorBoard scalars (and MLflow runs with --mlflow-uri); see ganray.tune.live
-                callbacks=live.callbacks(ctx.experiment_uri, name, opts),
-            ),
-        )
+    new = not _exists(storage, ctx.experiment_uri)
+    try:
+        tuner, ctx = start_search(space, opts, ctx, storage)
+    except (SearchError, ConnectionError) as e:
+        if new:
+            discard_experiment(storage, ctx.experiment_uri)
+        raise SearchError(str(e)) from None
+    # Ray's default console output ignores the status_table reporter; a user's own setting wins.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     grid = tuner.fit()
     outcome = collect(grid, ctx, storage)
     write_outcome(outcome, storage)
@@ -422,5 +377,135 @@ def _pinned_backbone(ctx: TrialContext, storage: Storage, resuming: bool) -> str
     return record.get("metrics.backbone", "")
 
 
+def _exists(storage: Storage, uri: str) -> bool:
+    try:
+        return storage.exists(uri)
+    except Exception:  # noqa: BLE001 - unreadable storage is reported by preflight
+        return False
+
+
+def discard_experiment(storage: Storage, uri: str) -> None:
+    """Remove what start-up wrote to a new experiment (space.yaml, backbone.json, an empty
+    local folder)."""
+    from ganray.tune.backbone import BACKBONE_FILE
+
+    try:
+        for name in (SPACE_FILE, BACKBONE_FILE):
+            storage.remove(join(uri, name))
+        if is_local(uri):
+            os.rmdir(uri.removeprefix("file://"))
+    except OSError:
+        pass  # not empty, or never created: nothing of ours to remove
+
+
+def start_search(space: Space, opts: SearchOptions, ctx: TrialContext, storage: Storage):
+    """Check storage and data, pin the FID backbone, connect to Ray, record the space;
+    return the Tuner to fit and the context its trials get."""
+    import ray
+    from ray import tune
+
+    from ganray.train.ray_trial import connect
+    from ganray.tune import live
+    from ganray.tune.callbacks import TrialStatuses, WriteOutcome
+
+    tune_path, tune_fs = tune_location(ctx.experiment_uri, storage)
+    resuming = tune.Tuner.can_restore(tune_path, storage_filesystem=tune_fs)
+    if opts.resume and not resuming:
+        raise SearchError(f"--resume: no experiment to resume at {ctx.experiment_uri}")
+    preflight(ctx, storage, opts.check_data)
+    ctx = dataclasses.replace(ctx, backbone=_pinned_backbone(ctx, storage, resuming))
+    connect(opts.address)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), TRIAL_DRIVER_RESOURCES)
+    if resuming:
+        record_space(storage, ctx, resuming)
+        log.info(
+            "resuming experiment %s (finished trials are kept, unfinished ones continue)", ctx.experiment_uri
+        )
+        tuner = tune.Tuner.restore(
+            tune_path,
+            trainable,
+            resume_unfinished=True,
+            resume_errored=opts.retry_errored,
+            storage_filesystem=tune_fs,
+        )
+        return tuner, ctx
+    concurrency = max_concurrency(ctx, ray.cluster_resources(), opts.max_concurrent)
+    record_space(storage, ctx, resuming)
+    log.info(
+        "experiment %s: %d trials, %d at a time, %s search, %s scheduler, objective %s (%s)",
+        ctx.experiment_uri,
+        space.tune.num_samples,
+        concurrency,
+        space.tune.searcher["sampler"],
+        space.tune.scheduler["type"],
+        space.tune.report_metric,
+        space.tune.mode,
+    )
+    statuses = TrialStatuses()
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=space.tune.report_metric,
+            mode=space.tune.mode,
+            num_samples=space.tune.num_samples,
+            search_alg=build_searcher(space, concurrency, statuses),
+            scheduler=build_scheduler(space),
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+            reuse_actors=reuse_actors(space),
+        ),
+        run_config=tune.RunConfig(
+            name=os.path.basename(tune_path),
+            storage_path=os.path.dirname(tune_path),
+            storage_filesystem=tune_fs,
+            # A trial's Train run retries its own worker failures (train.max_failures);
+            # Tune must not re-run a trial that failed for good (e.g. NaN losses).
+            failure_config=tune.FailureConfig(max_failures=0),
+            # ganray's outcome files; TensorBoard scalars (and MLflow with --mlflow-uri, ganray.tune.live)
+            callbacks=[
+                statuses,
+                WriteOutcome(ctx),
+                *live.callbacks(ctx.experiment_uri, opts.name or space.name, opts),
+            ],
+            progress_reporter=status_table(space),
+            verbose=1,  # the status table; ganray's trials log one line per epoch themselves
+        ),
+    )
+    return tuner, ctx
+
+
 def _trial_name(trial) -> str:
     return trial.trial_id
+
+
+def reuse_actors(space: Space) -> bool:
+    """Whether a finished trial's process may run the next trial (it has imported Ray
+    Train and torch already: ~3 s a trial on 2 cores).
+
+    Only when every trial ends by itself (FIFO). Ray's function trainable re-uses a
+    process only if the trial's thread ends within TUNE_FUNCTION_THREAD_TIMEOUT_S
+    (2 s) of Tune stopping it; a trial ASHA stops early is still training, and the
+    next trial is then errored ("Could not re-use actor for trial ...:
+    reset_config()"). That is what hung submitted searches: stock ASHA also stopped
+    every trial at its last report (max_t), 2 s or more before its Train run had shut
+    down on a `ray start` cluster (workers polled every 2 s). Measured under ``ray
+    job submit``: last report 00:20:26, "Shutting down 2 workers" 00:20:28.87,
+    re-use abandoned 00:20:28.91, then the search waited with 0/2 CPUs in use.
+    """
+    return space.tune.scheduler["type"] == "fifo"
+
+
+def status_table(space: Space):
+    """Tune's periodic status table: each trial's searched params, epoch, FID and best FID.
+
+    Ray 2.60's default console output ignores a passed reporter (see run_search) and
+    infers its columns from a param_space, which a define-by-run Optuna search lacks."""
+    from ray.tune import CLIReporter
+
+    m = space.tune.metric
+    return CLIReporter(
+        parameter_columns=[p.key for p in space.params],
+        metric_columns={"epoch": "epoch", m: m, f"best_{m}": f"best {m}"},
+        max_report_frequency=30,  # seconds; a trial epoch takes about a minute
+        sort_by_metric=True,  # by TuneConfig's metric: best_<metric>
+    )

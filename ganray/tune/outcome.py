@@ -115,32 +115,39 @@ def trial_outcome(
 
 def collect(grid, ctx, storage: Storage) -> Outcome:
     """Gather every trial of a Tune ResultGrid from storage."""
-    import posixpath
+    return collect_trials(grid._experiment_analysis.trials, ctx, storage)  # Tune's trials (no public API)
 
+
+def collect_trials(trials: list, ctx, storage: Storage, ending: str = "") -> Outcome:
+    """Gather Tune's trials (``ray.tune.experiment.Trial``) from storage; ``ending`` names a
+    trial Tune is completing right now (still RUNNING to Tune), counted as TERMINATED."""
     from ganray.tune.driver import TRIALS_DIR
 
     metric, mode = ctx.space.tune.metric, ctx.space.tune.mode
-    statuses = {t.trial_id: t.status for t in grid._experiment_analysis.trials}  # Tune states (no public API)
-    trials = []
-    for result in grid:
-        trial_id = posixpath.basename(str(result.path).rstrip("/"))
-        params = {k: v for k, v in (result.config or {}).items()}
-        status = statuses.get(trial_id, "ERROR" if result.error else "TERMINATED")
-        trials.append(
+    out = []
+    for t in trials:
+        status = "TERMINATED" if t.trial_id == ending else t.status
+        error = ""
+        if status == "ERROR":
+            try:
+                error = short_error(t.get_pickled_error() or t.get_error())
+            except Exception as e:  # noqa: BLE001 - an unreadable error file must not lose the outcome
+                error = f"(error not readable: {e})"
+        out.append(
             trial_outcome(
                 storage,
                 join(ctx.experiment_uri, TRIALS_DIR),
-                trial_id,
-                params,
+                t.trial_id,
+                dict(t.config or {}),
                 status,
-                short_error(result.error),
+                error,
                 metric,
                 mode,
-                stopped_early=bool((result.metrics or {}).get("done")),
+                stopped_early=bool((t.last_result or {}).get("done")),
             )
         )
-    trials.sort(key=lambda t: t.trial_id)
-    return Outcome(ctx.experiment_uri, metric, mode, trials, read_pinned(storage, ctx.experiment_uri))
+    out.sort(key=lambda t: t.trial_id)
+    return Outcome(ctx.experiment_uri, metric, mode, out, read_pinned(storage, ctx.experiment_uri))
 
 
 # ---------------------------------------------------------------- outputs

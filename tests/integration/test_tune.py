@@ -1,10 +1,10 @@
 """The search service end to end: real local Ray (started by the CLI), real S3 (moto's server on loopback).
 
-- a 2-trial search on S3 (one trial diverges to NaN and is reported errored, the search goes on)
-  writes Tune state, trial runs, best.json and results.parquet; best.json's checkpoint is pulled
-  and turned into an image grid;
-- an interrupted experiment (the driver killed after its first trial finished) resumes without
-  repeating that trial;
+- a 2-trial search on S3, one trial after the other (the second diverges to NaN and is reported
+  errored, the search goes on), writes Tune state, trial runs, best.json and results.parquet;
+  best.json's checkpoint is pulled and turned into an image grid;
+- an interrupted experiment (the driver killed after its first trial finished) already names that
+  trial in best.json, so ganray.pull works on it, and resumes without repeating that trial;
 - a missing bucket fails at start-up, before any trial.
 """
 
@@ -46,9 +46,10 @@ def test_search_on_s3_pull_and_generate(tmp_path, bucket, s3_endpoint, cli, tiny
         "--address",
         "local",
         "--max-concurrent",
-        "2",
+        "1",
     )
     assert proc.returncode == 0, cli.show(proc)
+    assert "Could not re-use actor" not in proc.stderr  # the second trial started cleanly
 
     s = Storage(s3_endpoint)
     exp = f"{storage_uri}/e2e"
@@ -76,6 +77,12 @@ def test_search_on_s3_pull_and_generate(tmp_path, bucket, s3_endpoint, cli, tiny
     assert statuses == {best["trial_id"]: "finished", bad: "errored"}
     assert {r["trial_id"] for r in rows if r.get("fid") is not None} == {best["trial_id"]}
     assert "NonFiniteLossError" in next(r["error"] for r in rows if r["trial_id"] == bad)
+    # One after the other: the diverging trial started once the first had ended.
+    assert proc.stderr.index(f"trial {best['trial_id']} epoch 2/2") < proc.stderr.index(f"trial {bad}: ")
+    # The console: one ganray line per trial-epoch, Tune's table with params and FID columns,
+    # no Ray Train per-worker report dumps.
+    assert "Reporting training result" not in proc.stdout + proc.stderr
+    assert "optim.d_lr_ratio" in proc.stdout and "best fid" in proc.stdout
 
     dest = tmp_path / "pulled"
     proc = cli.run("ganray.pull", exp, "--dest", str(dest), "--endpoint-url", s3_endpoint)
@@ -128,10 +135,14 @@ def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path, 
         "local",
         "--max-concurrent",
         "1",
+        "--set",
+        "train.max_steps_per_epoch=8",
     ]
-    trials_dir = tmp_path / "runs" / "resume" / "trials"
+    exp = tmp_path / "runs" / "resume"
+    trials_dir = exp / "trials"
 
-    # Run until the first trial has finished, then kill the driver (and with it its local Ray).
+    # Run until the first trial has finished and best.json names it, then kill the driver
+    # (and with it its local Ray).
     log = open(tmp_path / "first.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, *args], cwd=cli.repo, env=cli.env(), stdout=log, stderr=log, start_new_session=True
@@ -140,11 +151,10 @@ def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path, 
     first = None
     while time.time() < deadline and proc.poll() is None:
         done = sorted(trials_dir.glob("*/done.json")) if trials_dir.exists() else []
-        if done:
+        if done and (exp / "best.json").exists():
             first = done[0].parent
             break
         time.sleep(0.5)
-    time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     log.close()
@@ -152,6 +162,11 @@ def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path, 
     finished_at = (first / "done.json").stat().st_mtime_ns
     started = {p.name for p in trials_dir.iterdir() if not p.name.startswith("_")}
     assert len(started) <= 2
+    # The killed search already names its finished trial, and ganray.pull works on it.
+    assert json.loads((exp / "best.json").read_text())["trial_id"] == first.name
+    pulled = cli.run("ganray.pull", str(exp), "--dest", str(tmp_path / "pulled"))
+    assert pulled.returncode == 0, cli.show(pulled)
+    assert os.path.getsize(pulled.stdout.strip().splitlines()[-1]) > 0
 
     # Same command again: Tuner.restore keeps trial 1 and runs the rest of the search.
     again = subprocess.run(
@@ -166,5 +181,36 @@ def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path, 
     for t in trials:
         epochs = [r["epoch"] for r in artifacts.read_metrics(s, str(trials_dir / t))]
         assert epochs == [1, 2], (t, epochs)  # every epoch exactly once
-    best = json.loads((tmp_path / "runs" / "resume" / "best.json").read_text())
+    best = json.loads((exp / "best.json").read_text())
     assert best["trial_id"] in trials
+
+
+def test_ctrl_c_ends_the_search_with_exit_3_and_no_traceback(tmp_path, cli, tiny_space):
+    space = tiny_space(tmp_path / "space.yaml", [RECIPE], num_samples=1)
+    run_dir = tmp_path / "runs" / "ctrl-c"
+    log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ganray.tune", "--space", space, "--storage", str(tmp_path / "runs")]
+        + ["--name", "ctrl-c", "--address", "local"],
+        cwd=cli.repo,
+        env=cli.env(),
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None:
+            if list(run_dir.glob("trials/*/config.yaml")):  # the trial is training
+                break
+            time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the driver
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+    out = (tmp_path / "driver.log").read_text()
+    assert code == 3, out[-6000:]
+    assert "search interrupted with 1 unfinished trial(s)" in out and "re-run the same command" in out
+    assert "Traceback" not in out
