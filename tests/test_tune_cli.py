@@ -53,6 +53,9 @@ def run_cli(capsys, *args: str) -> tuple[int, str]:
             "cannot reach the Ray cluster at 127.0.0.1:1 (--address)",
         ),
         (["--address", "http//nowhere", "--no-data-check"], "'http//nowhere' (--address) is not host:port"),
+        (["--address", "127.0.0.1:99999"], "'127.0.0.1:99999' (--address) is not host:port"),
+        (["--address", ""], "--address is empty"),
+        (["--address", "ray://127.0.0.1:1"], "cannot reach the Ray cluster at ray://127.0.0.1:1 (--address)"),
     ],
 )
 def test_search_that_cannot_start_exits_2_and_leaves_nothing(tmp_path, capsys, args, says):

@@ -180,9 +180,7 @@ def connect(address: str | None = None) -> None:
     if address == "local":
         start_local_ray(address="local")
         return
-    target = address or os.environ.get("RAY_ADDRESS") or "auto"
-    if target != "auto":  # a concrete address, given or from RAY_ADDRESS: it must answer
-        check_reachable(target, "--address" if address else "RAY_ADDRESS")
+    target = check_address(address)
     try:
         ray.init(address=target, log_to_driver=True)
         return
@@ -193,6 +191,19 @@ def connect(address: str | None = None) -> None:
     start_local_ray()
 
 
+def check_address(address: str | None) -> str:
+    """The address ``connect`` will use ('local', 'auto', or a concrete one from ``address``
+    or RAY_ADDRESS); a concrete one must accept connections (ConnectionError otherwise)."""
+    if address is not None and not address.strip():
+        raise ConnectionError("--address is empty: give the head's host:port, 'auto' or 'local'")
+    if address == "local":
+        return address
+    target = address or os.environ.get("RAY_ADDRESS") or "auto"
+    if target != "auto":
+        check_reachable(target, "--address" if address else "RAY_ADDRESS")
+    return target
+
+
 def check_reachable(address: str, source: str = "--address", timeout: float = 10.0) -> None:
     """Raise ConnectionError naming ``address`` (host:port or ray://host:port, taken from
     ``source``) unless something accepts TCP connections there within ``timeout`` seconds."""
@@ -200,7 +211,7 @@ def check_reachable(address: str, source: str = "--address", timeout: float = 10
 
     where = address.removeprefix("ray://")
     host, _, port = where.rpartition(":")
-    if not host or not port.isdigit() or "/" in where:
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in where:
         raise ConnectionError(
             f"Ray address {address!r} ({source}) is not host:port (e.g. 10.0.0.5:6379, the head's "
             f"GCS port, or ray://HOST:10001); use --address local for a new local Ray"

@@ -332,6 +332,7 @@ def run_search(space: Space, opts: SearchOptions):
 
     Raises SearchError, before any trial runs, when it cannot start; a new
     experiment folder is then removed again."""
+    from ganray.train.ray_trial import check_address
     from ganray.tune.outcome import collect, write_outcome
 
     if opts.max_concurrent < 0:
@@ -341,6 +342,10 @@ def run_search(space: Space, opts: SearchOptions):
         check_uri(opts.storage_uri, allow_memory=False)
         check_name(name, "experiment name (--name)")
     except StorageError as e:
+        raise SearchError(str(e)) from None
+    try:  # a wrong address fails in seconds, before storage is touched
+        check_address(opts.address)
+    except ConnectionError as e:
         raise SearchError(str(e)) from None
     storage = Storage(opts.endpoint_url, opts.region)
     ctx = TrialContext(space, experiment_uri_for(opts.storage_uri, name), opts.endpoint_url, opts.region)

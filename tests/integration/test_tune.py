@@ -213,4 +213,7 @@ def test_ctrl_c_ends_the_search_with_exit_3_and_no_traceback(tmp_path, cli, tiny
     out = (tmp_path / "driver.log").read_text()
     assert code == 3, out[-6000:]
     assert "search interrupted with 1 unfinished trial(s)" in out and "re-run the same command" in out
-    assert "Traceback" not in out
+    # No traceback from the driver (Ray's own actors may log theirs, prefixed "(Actor pid=...)").
+    assert not [ln for ln in out.splitlines() if ln.startswith(("Traceback", "KeyboardInterrupt"))], out[
+        -6000:
+    ]
