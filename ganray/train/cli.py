@@ -95,7 +95,7 @@ def _stored_backbone(storage: Storage, config_uri: str) -> str:
     """metrics.backbone of a run's config.yaml; 'auto' when there is none (or it is unreadable)."""
     try:
         before = yaml.safe_load(storage.read_text(config_uri)) if storage.exists(config_uri) else None
-        return str(before["metrics"]["backbone"])
+        return str(before["metrics"]["backbone"]) or "auto"
     except (yaml.YAMLError, TypeError, KeyError, UnicodeDecodeError):
         return "auto"
 
