@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ganray.metrics.backbones import Backbone
-from ganray.metrics.sampling import eval_mode, gather_rows, isolated_rng, latents, sample_seed, share
+from ganray.metrics.sampling import agreed, eval_mode, gather_rows, isolated_rng, latents, sample_seed, share
 from ganray.train.distributed import DistContext, unwrap
 
 EPSILON = 1e-4  # step along the path, in W (or Z-direction) units
@@ -105,7 +105,7 @@ def perceptual_path_length(
     """PPL over ``num_pairs`` fixed pairs, split across ranks; every rank gets the same dict."""
     ctx = ctx or DistContext(device=device)
     mine = share(num_pairs, ctx.rank, ctx.world_size)
-    d, label = path_lengths(G, backbone, mine, batch_size, device, seed)
+    d, label = agreed(ctx, lambda: path_lengths(G, backbone, mine, batch_size, device, seed), "PPL")
     d = gather_rows(ctx, d, num_pairs)
     space = "w" if hasattr(unwrap(G), "mapping") else "z"
     return {"ppl": summarize(d), "ppl_distance": label, "ppl_space": space, "ppl_num_pairs": num_pairs}
