@@ -372,7 +372,19 @@ def _check_consistency(cfg: Config) -> None:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses a key repeated in one mapping (YAML keeps the last silently)."""
+    """A safe YAML loader that refuses a key repeated in one mapping (YAML keeps the last silently)
+    and aliases (``*name``: nested aliases expand exponentially, a few lines can exhaust memory)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"aliases (*{event.anchor}) are not allowed; write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, Any] = {}

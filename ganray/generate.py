@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             mode=args.mode,
             style=options_from_args(args),
         )
-    except (CheckpointError, ConfigError, StorageError, OutputError, FileNotFoundError) as e:
+    except (CheckpointError, ConfigError, StorageError, OutputError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(out)

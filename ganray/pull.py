@@ -22,7 +22,7 @@ from typing import Any
 
 from ganray import checkpoint as ckpt
 from ganray import cli_args
-from ganray.storage import Storage, StorageError, check_uri, is_local, join, relative_to
+from ganray.storage import Storage, StorageError, check_name, check_uri, is_local, join, relative_to
 
 BEST_FILE = "best.json"
 TRIALS_DIR = "trials"
@@ -122,6 +122,10 @@ def pull(
             raise PullError("--epoch needs --trial")
         trial, run_uri, info = _pick_from_best(storage, experiment)
     else:
+        try:
+            check_name(trial, "--trial")
+        except StorageError as e:
+            raise PullError(str(e)) from None
         info = _pick_from_trial(storage, experiment, trial, epoch)
         run_uri = join(experiment, TRIALS_DIR, trial)
     name = posixpath.basename(info.uri)

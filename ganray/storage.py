@@ -94,20 +94,21 @@ def check_uri(uri: Any, allow_memory: bool = True) -> str:
 
 def check_name(name: Any, what: str = "run name") -> str:
     """Return ``name`` if it is one path component (no '/', '..', NUL), else raise StorageError."""
-    bad = (
-        not isinstance(name, str)
-        or not name.strip()
-        or name in (".", "..")
-        or any(c in name for c in "/\\\x00")
-        or name.startswith(TMP_MARK)
-        or len(name.encode()) > 255
+    if not isinstance(name, str) or not name.strip():
+        why = "it is empty"
+    elif name in (".", ".."):
+        why = f"{name!r} is not a folder of its own"
+    elif any(c in name for c in "/\\\x00"):
+        why = "it contains '/', '\\' or NUL"
+    elif name.startswith(TMP_MARK):
+        why = f"names starting with {TMP_MARK} are ganray's temporary files"
+    elif len(name.encode()) > 255:
+        why = "it is longer than 255 bytes"
+    else:
+        return name
+    raise StorageError(
+        f"{what} {name!r} is not a single folder name ({why}): use letters, digits, '-', '_' or '.'"
     )
-    if bad:
-        raise StorageError(
-            f"{what} {name!r} is not a single folder name: use letters, digits, '-', '_' or '.', "
-            f"without '/' or '..' (at most 255 bytes)"
-        )
-    return name
 
 
 def _credential_hint(uri: str, e: BaseException) -> StorageError | None:
@@ -275,7 +276,11 @@ class Storage:
             remove_orphans(parent)
             tmp = os.path.join(parent, f"{_tmp_prefix()}{uuid.uuid4().hex}-{os.path.basename(path)}")
             try:
-                with open(tmp, "wb") as fh:
+                try:
+                    fh = open(tmp, "wb")  # noqa: SIM115 - closed below; its errors name the target
+                except OSError as e:
+                    raise type(e)(e.errno, e.strerror, path) from None
+                with fh:
                     writer(fh)
                     fh.flush()
                     os.fsync(fh.fileno())

@@ -45,6 +45,7 @@ def world(tmp_path_factory):
         SPACE + "  optim.beta1: {type: uniform, low: 0.1, high: 0.9, when: {model.arch: [dcgan-demod]}}\n"
     )
     (root / "space.yaml").write_text(SPACE)
+    (root / "alias.yaml").write_text("train: &t {epochs: 2}\noptim: *t\n")
     (root / "file").write_text("x")
     torch.save({"not": "ganray"}, root / "foreign.pt")
     return {"root": root, "ckpt": uri, "exp": exp}
@@ -103,6 +104,16 @@ CASES = [
     ("metrics foreign checkpoint", ["metrics", "fid", "--checkpoint", "{root}/foreign.pt"], 2, "has format None", []),
     ("metrics tpu", ["metrics", "fid", "--checkpoint", "{ckpt}", "--device", "tpu"], 2,
      "'tpu' is not a device ganray runs on", []),
+    # Found by probing further (not in the issue):
+    ("storage empty", ["train", "--storage", ""], 2, "storage URI '' is empty", []),
+    ("yaml alias", ["train", "--config", "{root}/alias.yaml"], 1, "aliases (*t) are not allowed", []),
+    ("space is a folder", ["tune", "--space", "{root}", "--storage", "runs"], 2, "is a folder", ["runs"]),
+    ("pull trial escape", ["pull", "{exp}", "--trial", "../../t1", "--dest", "d"], 1,
+     "--trial '../../t1' is not a single folder name", ["d"]),
+    ("generate unwritable", ["generate", "--checkpoint", "{ckpt}", "--out", "/proc/g.png"], 1,
+     "No such file or directory: '/proc/g.png'", []),
+    ("metrics cache typo", ["metrics", "fid", "--checkpoint", "{ckpt}", "--cache", "s3:/c"], 2,
+     "did you mean 's3://c'", ["s3:"]),
 ]  # fmt: skip
 if not torch.cuda.is_available():
     CASES.append(

@@ -142,3 +142,11 @@ def test_a_folder_or_a_binary_file_as_config_is_a_clear_error(tmp_path):
     blob.write_bytes(b"\x80\x02\xff\xfe" * 16)
     with pytest.raises(ConfigError, match="is not a text file"):
         load_config(str(blob))
+
+
+def test_yaml_aliases_are_refused(tmp_path):
+    """Nested aliases expand exponentially when the config is printed or copied (a YAML bomb)."""
+    path = tmp_path / "c.yaml"
+    path.write_text("train: &t {epochs: 2}\noptim: *t\n")
+    with pytest.raises(ConfigError, match=r"aliases \(\*t\) are not allowed"):
+        load_config(str(path))

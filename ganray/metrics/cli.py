@@ -112,6 +112,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         f"{key}={getattr(args, flag)}" for flag, key in _FLAGS if getattr(args, flag, None) not in (None, "")
     ]
     out += [f"metrics.{f}=true" for f in ("kid", "pr", "inception_score", "ppl") if getattr(args, f, False)]
+    if getattr(args, "command", "") == "fid":
+        out.append("metrics.fid=true")  # `metrics fid` scores FID even when the run had it off
     return out + list(args.overrides)
 
 
@@ -311,7 +313,9 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--batch-size", type=int, help="metrics.batch_size (images per feature batch)")
     for flag, key in (("--kid", "kid"), ("--pr", "pr"), ("--is", "inception_score"), ("--ppl", "ppl")):
         f.add_argument(flag, dest=key, action="store_true", help=f"also compute {key}")
-    f.add_argument("--cache", help="reference-statistics folder URI (default: <storage>/_cache/fid-stats)")
+    f.add_argument(
+        "--cache", type=uri(), help="reference-statistics folder URI (default: <storage>/_cache/fid-stats)"
+    )
     f.add_argument("--device", type=device_arg, help="cpu, cuda, cuda:1 (default: cuda if available)")
     t = sub.add_parser("train-backbone", help="train an offline feature classifier for a labelled dataset")
     _common(t)

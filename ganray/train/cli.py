@@ -10,7 +10,7 @@ import sys
 import yaml
 
 from ganray.checkpoint import CheckpointError
-from ganray.cli_args import int_in
+from ganray.cli_args import int_in, uri
 from ganray.config import Config, ConfigError, add_set_argument, load_config
 from ganray.data import DataError
 from ganray.logs import setup_logging
@@ -24,7 +24,9 @@ log = logging.getLogger("ganray.train")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ganray.train", description=__doc__)
     p.add_argument("--config", default="quickstart", help="YAML file or preset name (default: quickstart)")
-    p.add_argument("--storage", help="where runs go: local path or s3://bucket/prefix (storage.uri)")
+    p.add_argument(
+        "--storage", type=uri(), help="where runs go: local path or s3://bucket/prefix (storage.uri)"
+    )
     p.add_argument("--run-name", help="run folder under --storage (default: derived from the config)")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint (storage.endpoint_url)")
     add_set_argument(p, "override a config value, e.g. --set train.epochs=2 (repeatable)")

@@ -228,6 +228,8 @@ def load_space(path: str, overrides: list[str] | None = None, num_samples: int |
     """Read and validate a space file; ``overrides`` (key=value) extend its ``fixed`` section."""
     p = Path(path)
     where = str(p)
+    if p.is_dir():
+        raise SpaceError(f"{where} is a folder; pass a search-space file (see tune_spaces/)")
     if not p.is_file():
         raise SpaceError(f"{where}: no such search-space file")
     try:
@@ -272,10 +274,16 @@ def parse_space(
         points=points,
         tune=tune,
         base_config=base_config,
-        description=str(raw.get("description", "")),
+        description=_description(err, raw.get("description", "")),
     )
     _check_combinations(err, space)
     return space
+
+
+def _description(err: _Errors, text: Any) -> str:
+    if not isinstance(text, str):
+        err.fail("description", f"expected text, got {type(text).__name__}")
+    return text
 
 
 class _Errors:
