@@ -119,11 +119,9 @@ def experiment(tmp_path_factory):
     live = None
     deadline = time.time() + 600
     while proc.poll() is None and time.time() < deadline:
-        if (
-            live is None
-            and list(uri.glob("trials/*/metrics.jsonl"))
-            and not (uri / "results.parquet").exists()
-        ):
+        # While the driver runs (results.parquet is rewritten as each trial ends, so it no
+        # longer marks the end of the search).
+        if live is None and list(uri.glob("trials/*/metrics.jsonl")):
             live = _run("ganray.analyze", str(uri), "--out", str(root / "live"), "--no-models")
         time.sleep(1.0)
     proc.wait(60)
