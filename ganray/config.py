@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from ganray.config_compat import is_retired
+
 PRESETS_DIR = Path(__file__).parent / "presets"
 
 
@@ -110,7 +112,6 @@ class DataConfig:
     subset: int = _f(0, "use only the first N training images (0 = all)", min=0)
     val_fraction: float = _f(0.05, "share of training images held out for validation", min=0.0, max=0.5)
     cache_dir: str = _f("", "local cache for remote data ('' = ~/.cache/ganray)")
-    loader_workers: int = _f(0, "DataLoader worker processes", min=0, max=64)
 
 
 @dataclass
@@ -302,6 +303,12 @@ def _check_value(key: str, f: dataclasses.Field, value: Any, typ: Any) -> Any:
             value = float(value)
         except OverflowError:
             raise ConfigError(f"{key}: {value!r} is not a finite number{hint}") from None
+    elif typ is str and isinstance(value, bool) and f.metadata.get("choices"):
+        # YAML 1.1 reads yes/no/on/off as booleans: map back to the choice that was meant.
+        words = ("yes", "on", "true") if value else ("no", "off", "false")
+        value = next((w for w in words if w in f.metadata["choices"]), value)
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected one of {', '.join(f.metadata['choices'])}, got {value!r}")
     elif typ is str and not isinstance(value, str):
         raise ConfigError(f"{key}: expected a string, got {value!r}{hint}")
     if typ is str:
@@ -326,6 +333,8 @@ def from_dict(cls: type, data: dict[str, Any] | None, prefix: str = "") -> Any:
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    # Settings removed in a later release still load (ignored, with a warning if set).
+    data = {k: v for k, v in data.items() if not is_retired(f"{prefix}.{k}" if prefix else k, v)}
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))

@@ -135,6 +135,7 @@ def pull(
     data = storage.read_bytes(info.uri)
     if hashlib.sha256(data).hexdigest() != info.sha256:
         raise PullError(f"{info.uri} does not match the sha256 in its sidecar: the checkpoint is corrupt")
+    ckpt.load_bytes(data, info.uri)  # refuse (CheckpointError) what would be unsafe to load later
     os.makedirs(dest, exist_ok=True)
     local = os.path.join(dest, name)
     _write(local, data)

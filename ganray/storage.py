@@ -13,6 +13,7 @@ way a crash mid-write never leaves a truncated file under the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import posixpath
@@ -285,6 +286,10 @@ class Storage:
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(tmp, path)
+            except OSError as e:
+                if e.errno == errno.ENOSPC:  # name the file: the bare error does not
+                    raise OSError(e.errno, "no space left on device", uri) from None
+                raise
             finally:
                 if os.path.exists(tmp):
                     os.remove(tmp)

@@ -1,16 +1,20 @@
 """The in-process trainer on real Fashion-MNIST: artifacts, exact resume, NaN stop, learning."""
 
+import hashlib
+import io
 import json
 
 import pyarrow.parquet as pq
 import pytest
 import torch
+import yaml
 
 from ganray import checkpoint as ckpt
+from ganray import config_compat
 from ganray.config import load_config
 from ganray.storage import Storage, join
 from ganray.train import artifacts
-from ganray.train.loop import NonFiniteLossError, Trainer, fit
+from ganray.train.loop import NonFiniteLossError, Trainer, fit, run_name_for
 
 
 def tiny(tmp_path, *extra):
@@ -141,3 +145,77 @@ def test_dcgan_learns_on_fashion_mnist(tmp_path):
     assert abs(after["val_d_loss"] - before["val_d_loss"]) > 0.2
     assert abs(after["val_g_loss"] - before["val_g_loss"]) > 0.2
     assert after["d_acc_real"] + after["d_acc_fake"] > 1.2  # D beats chance on training batches
+
+
+def _as_older_release(storage, run, old_config):
+    """Rewrite a run as a release without a config field would have left it: format-1
+    checkpoints (numpy RNG as numpy objects) and config.yaml holding ``old_config``."""
+    from tests.test_checkpoint import v1_bytes
+
+    for info in ckpt.list_checkpoints(storage, run):
+        state = ckpt.load_checkpoint(storage, info.uri)
+        data = v1_bytes({**state, "config": old_config})
+        storage.write_bytes(info.uri, data)
+        sidecar = {"epoch": info.epoch, "sha256": hashlib.sha256(data).hexdigest(), "metrics": info.metrics}
+        storage.write_text(info.uri[:-3] + ".json", json.dumps(sidecar))
+    storage.write_text(join(run, "config.yaml"), yaml.safe_dump(old_config))
+
+
+def test_a_run_of_an_older_release_resumes_under_its_name(tmp_path, monkeypatch):
+    """An older release lacked train.channels_last (simulated: the field is treated as added
+    after 0.1) and still had data.loader_workers. Its run keeps its name, loads, resumes, and
+    continues exactly as an uninterrupted run."""
+    monkeypatch.setitem(
+        config_compat.BASELINE,
+        "train",
+        tuple(f for f in config_compat.BASELINE["train"] if f != "channels_last"),
+    )
+    new = tiny(tmp_path / "old", "storage.run_name=", "train.epochs=2")
+    old_config = new.to_dict()
+    del old_config["train"]["channels_last"]
+    old_config["data"]["loader_workers"] = 0
+    old_config["storage"]["run_name"] = ""
+    # The older release named runs by hashing its whole config, storage aside.
+    hashed = {k: v for k, v in old_config.items() if k != "storage"}
+    old_name = "dcgan-" + hashlib.sha1(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:8]
+    assert run_name_for(new) == old_name
+
+    s, run = Storage(), join(str(tmp_path / "old"), old_name)
+    fit(tiny(tmp_path / "old", f"storage.run_name={old_name}", "train.epochs=1"))
+    _as_older_release(s, run, old_config)
+    assert (
+        torch.load(io.BytesIO(s.read_bytes(ckpt.checkpoint_uri(run, 1))), weights_only=False)[
+            "format_version"
+        ]
+        == 1
+    )
+
+    resumed = Trainer(new)
+    assert resumed.run_uri == run and resumed.epoch == 1
+    resumed.fit()
+    straight = Trainer(tiny(tmp_path / "straight", "train.epochs=2"))
+    straight.fit()
+    for name, t in straight.state_dict()["G"].items():
+        assert torch.equal(t, resumed.state_dict()["G"][name]), f"G.{name} differs after the upgrade"
+    assert load_config(join(run, "config.yaml")) == new  # rewritten in the current layout
+
+
+def test_every_checkpoint_corrupt_refuses_to_start_over(tmp_path):
+    fit(tiny(tmp_path, "train.epochs=1"))
+    s, run = Storage(), join(str(tmp_path), "run")
+    uri = ckpt.checkpoint_uri(run, 1)
+    s.write_bytes(uri, b"garbage")
+    files = {p: s.read_bytes(join(run, p)) for p in ("metrics.jsonl", "checkpoints/epoch_0001.pt")}
+    with pytest.raises(ckpt.CheckpointError, match="none can be loaded"):
+        Trainer(tiny(tmp_path, "train.epochs=2"))
+    assert {p: s.read_bytes(join(run, p)) for p in files} == files
+
+
+def test_a_damaged_run_config_is_rewritten_on_resume(tmp_path, caplog):
+    cfg = tiny(tmp_path, "train.epochs=1")
+    fit(cfg)
+    s, uri = Storage(), join(str(tmp_path), "run", "config.yaml")
+    s.write_bytes(uri, b"model: [\x00\xff")
+    with caplog.at_level("WARNING", logger="ganray"):
+        fit(cfg)
+    assert "config.yaml was unreadable" in caplog.text and load_config(uri) == cfg

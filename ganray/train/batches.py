@@ -29,6 +29,7 @@ class Batches:
         shuffle: bool = True,
         max_steps: int = 0,
         partial: bool = False,
+        channels_last: bool = False,
     ) -> None:
         self.images = images
         self.partial = partial  # keep a last, smaller batch (validation)
@@ -45,6 +46,7 @@ class Batches:
         )
         self.max_steps = max_steps
         self.pin = ctx.device.type == "cuda"
+        self.channels_last = channels_last  # as the run's ComputePlan says (config + device)
 
     def __len__(self) -> int:
         n = -(-len(self.sampler) // self.batch) if self.partial else len(self.sampler) // self.batch
@@ -58,7 +60,7 @@ class Batches:
             if self.pin:
                 x = x.pin_memory()
             x = x.to(self.ctx.device, non_blocking=True).float().div_(127.5).sub_(1.0)
-            if self.ctx.device.type == "cuda":
+            if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x
 

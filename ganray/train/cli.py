@@ -1,22 +1,33 @@
-"""``python -m ganray.train``: train one run in-process, or as a Ray Train trial with --workers."""
+"""``python -m ganray.train``: train one run in-process, or as a Ray Train trial with --workers.
+
+Exit codes: 0 trained (or already done), 1 error (the message says why and
+what to do; the run stays resumable), 2 bad arguments, 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
 import argparse
 import copy
+import errno
 import logging
+import os
 import sys
+import time
 
 import yaml
 
+from ganray import checkpoint as ckpt
 from ganray.checkpoint import CheckpointError
 from ganray.cli_args import int_in, uri
 from ganray.config import Config, ConfigError, add_set_argument, load_config
 from ganray.data import DataError
 from ganray.logs import setup_logging
 from ganray.metrics.backbone_types import BackboneError
-from ganray.storage import Storage, StorageError, join
-from ganray.train.loop import NonFiniteLossError
+from ganray.storage import Storage, StorageError, is_local, join
+from ganray.train.lease import Lease, LeaseError
+from ganray.train.loop import NonFiniteLossError, run_name_for, run_uri_for
+
+RESTARTED_DIR = "_restarted"  # STORAGE/_restarted/RUN-TIMESTAMP: runs set aside by --restart
 
 log = logging.getLogger("ganray.train")
 
@@ -37,6 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--gpu", action="store_true", help="with --workers: one GPU per worker")
     p.add_argument("--address", default=None, help="Ray cluster address (default: auto, else start local)")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help=f"start the run over: its folder is moved to STORAGE/{RESTARTED_DIR}/RUN-TIMESTAMP (kept)",
+    )
     return p.parse_args(argv)
 
 
@@ -65,9 +81,21 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, StorageError, DataError, BackboneError) as e:
         sys.exit(f"error: {e}")
     try:
+        if args.restart:
+            restart_run(cfg)
         last = _run(cfg, args)
-    except (DataError, CheckpointError, NonFiniteLossError, BackboneError) as e:
+    except (DataError, CheckpointError, NonFiniteLossError, BackboneError, LeaseError, StorageError) as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        print(f"interrupted: {_resume_hint(cfg)}", file=sys.stderr)
+        sys.exit(130)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        sys.exit(
+            f"error: no space left on the device holding {e.filename or cfg.storage.uri}. "
+            f"Free space there (or pick another --storage) and re-run the same command: {_resume_hint(cfg)}"
+        )
     log.info("done: %s", {k: last[k] for k in ("epoch", "d_loss", "g_loss", "fid") if k in last})
 
 
@@ -79,7 +107,6 @@ def pin_backbone(cfg: Config) -> Config:
     The run folder is named before pinning, so the same command keeps resuming it.
     """
     from ganray.metrics.backbones import resolve_backbone_name
-    from ganray.train.loop import run_name_for, run_uri_for
 
     if not cfg.metrics.fid or cfg.metrics.backbone != "auto":
         return cfg
@@ -100,6 +127,40 @@ def _stored_backbone(storage: Storage, config_uri: str) -> str:
         return str(before["metrics"]["backbone"]) or "auto"
     except (yaml.YAMLError, TypeError, KeyError, UnicodeDecodeError):
         return "auto"
+
+
+def _resume_hint(cfg: Config) -> str:
+    """Where a re-run of the same command continues (from the newest checkpoint's sidecars)."""
+    try:
+        infos = ckpt.list_checkpoints(Storage.from_config(cfg.storage), run_uri_for(cfg))
+    except Exception:  # noqa: BLE001 - only a hint; the run itself is untouched
+        infos = []
+    if not infos:
+        return "re-running the same command starts the run at epoch 1 (no checkpoint yet)"
+    return (
+        f"the run resumes from epoch {infos[-1].epoch + 1} (checkpoint of epoch {infos[-1].epoch}) "
+        f"when the same command is run again"
+    )
+
+
+def restart_run(cfg: Config) -> str | None:
+    """Move the run's folder aside (never delete it); return where it went (None if no run)."""
+    storage = Storage.from_config(cfg.storage)
+    run_uri = run_uri_for(cfg)
+    Lease(storage, run_uri, owner="restart").check_free()  # never move a live run
+    fs, path = storage.fs(run_uri)
+    if not fs.exists(path):
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = join(cfg.storage.uri, RESTARTED_DIR, f"{run_name_for(cfg).replace('/', '_')}-{stamp}")
+    _, dest_path = storage.fs(dest)
+    if is_local(run_uri):
+        os.makedirs(os.path.dirname(dest_path), exist_ok=True)
+        os.rename(path, dest_path)  # atomic on one filesystem
+    else:
+        fs.mv(path, dest_path, recursive=True)  # object stores: copy, then delete the originals
+    log.warning("--restart: moved the old run %s to %s (nothing deleted)", run_uri, dest)
+    return dest
 
 
 def _run(cfg: Config, args: argparse.Namespace) -> dict:

@@ -13,15 +13,60 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ganray.config import ConfigError, TrainConfig
+
 
 def default_device() -> torch.device:
     """CUDA when present (GPU paths switch on by themselves), else CPU."""
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def backend_for(device: torch.device) -> str:
-    """nccl for CUDA tensors, gloo for CPU."""
-    return "nccl" if device.type == "cuda" else "gloo"
+@dataclass(frozen=True)
+class ComputePlan:
+    """How a run computes: decided once by ``compute_plan``, used by the Ray trial and the Trainer."""
+
+    device_type: str  # "cuda" or "cpu" (the index, for a Ray worker, comes from Ray)
+    backend: str  # torch.distributed backend: nccl between GPUs, gloo between CPU processes
+    amp_dtype: torch.dtype | None  # autocast dtype, None = full precision
+    channels_last: bool  # NHWC memory format for 4-D weights and image batches
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.device_type == "cuda"
+
+
+def compute_plan(train: TrainConfig, gpu: bool | None = None) -> ComputePlan:
+    """The one place that maps the config and GPU availability to device, backend and AMP.
+
+    ``gpu``: whether the run computes on CUDA. A Ray trial passes whether it
+    requests GPUs (``train.use_gpu``, 'auto' = the cluster has some) and each
+    worker whether Ray gave it one; None decides for this process:
+    ``train.use_gpu`` 'auto' uses CUDA when present, 'no' never, 'yes' requires
+    it. Mixed precision and channels_last apply on CUDA only ('auto' AMP is
+    bf16 there; fp16 also gets a GradScaler in the Trainer).
+    """
+    if gpu is None:
+        gpu = train.use_gpu != "no" and torch.cuda.is_available()
+        if train.use_gpu == "yes" and not gpu:
+            raise ConfigError("train.use_gpu=yes but this machine has no CUDA device; use auto or no")
+    if not gpu:
+        return ComputePlan("cpu", "gloo", None, False)
+    amp = {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[train.amp]
+    return ComputePlan("cuda", "nccl", amp, train.channels_last)
+
+
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """Put every 4-D parameter and buffer of ``module`` in channels_last format, in place.
+
+    ``module.to(memory_format=torch.channels_last)`` also tries 5-D tensors and
+    raises on them (a modulated conv's [1, out, in, k, k] weight), so only the
+    4-D tensors are converted here; the rest keep their layout. Runs on CPU too.
+    """
+    with torch.no_grad():
+        for t in [*module.parameters(), *module.buffers()]:
+            if t.dim() == 4:
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
+    return module
 
 
 @dataclass

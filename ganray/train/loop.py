@@ -19,22 +19,27 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
 from ganray import checkpoint as ckpt
 from ganray import losses
-from ganray.config import Config
+from ganray.config import Config, ConfigError, build_config
+from ganray.config_compat import identity
 from ganray.data import build_dataset, train_val_split
 from ganray.models import build_models
 from ganray.optim import build_optimizers, build_scheduler
 from ganray.storage import Storage, join
 from ganray.train import artifacts
 from ganray.train.batches import Batches, subset_indices
-from ganray.train.distributed import DistContext, unwrap
+from ganray.train.distributed import DistContext, compute_plan, to_channels_last, unwrap
+from ganray.train.lease import Lease, LeaseError, new_owner
+from ganray.train.rng import capture_rng, restore_rng, to_device
 from ganray.train.step import GanState, gan_step, grad_scalers, sample_slice, training_state_metrics
 
 log = logging.getLogger("ganray.train")
 
+RUN_CONFIG = "config.yaml"  # the run's full validated config
 ERROR_FILE = "error.json"  # why a run stopped early (read by the Ray trial driver)
 
 EpochHook = Callable[[dict[str, Any], "str | None"], None]
@@ -45,11 +50,15 @@ class NonFiniteLossError(RuntimeError):
 
 
 def run_name_for(cfg: Config) -> str:
-    """Stable run folder name: the same config (storage aside) resumes the same run."""
+    """Stable run folder name: the same config (storage aside) resumes the same run.
+
+    The hash covers ``config_compat.identity``: a field added by a later release
+    is hashed only when set away from its default, so upgrading ganray keeps
+    every run's name (and "re-run the same command" keeps resuming it).
+    """
     if cfg.storage.run_name:
         return cfg.storage.run_name
-    d = cfg.to_dict()
-    d.pop("storage")
+    d = identity(cfg.to_dict(), Config().to_dict())
     digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
     return f"{cfg.model.arch}-{digest}"
 
@@ -64,13 +73,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def amp_dtype_for(mode: str, device: torch.device) -> torch.dtype | None:
-    """Mixed precision only on CUDA: 'auto' picks bf16 there, full precision on CPU."""
-    if device.type != "cuda" or mode == "off":
-        return None
-    return torch.float16 if mode == "fp16" else torch.bfloat16
-
-
 class Trainer:
     """Owns one run's modules and state; ``fit()`` trains the remaining epochs."""
 
@@ -80,9 +82,17 @@ class Trainer:
         ctx: DistContext | None = None,
         wrap: Callable[[nn.Module], nn.Module] | None = None,
         on_epoch_end: EpochHook | None = None,
+        lease_owner: str | None = None,
     ) -> None:
         self.cfg = cfg
-        self.ctx = ctx or DistContext()
+        # Who holds the run's lease while fitting: one token per run attempt (a Ray
+        # trial passes the same token to every restart of its workers).
+        self.lease_owner = lease_owner or new_owner()
+        self._lease: Lease | None = None
+        if ctx is None:
+            ctx = DistContext(device=torch.device(compute_plan(cfg.train).device_type))
+        self.ctx = ctx
+        self.plan = compute_plan(cfg.train, gpu=ctx.device.type == "cuda")
         self.storage = Storage.from_config(cfg.storage)
         self.run_uri = run_uri_for(cfg)
         self.on_epoch_end = on_epoch_end
@@ -109,9 +119,17 @@ class Trainer:
             c.train.seed,
             ctx,
             max_steps=c.train.max_steps_per_epoch,
+            channels_last=self.plan.channels_last,
         )
         self.val_batches = Batches(
-            ds.images_uint8, subset_indices(val), local_batch, c.train.seed, ctx, shuffle=False, partial=True
+            ds.images_uint8,
+            subset_indices(val),
+            local_batch,
+            c.train.seed,
+            ctx,
+            shuffle=False,
+            partial=True,
+            channels_last=self.plan.channels_last,
         )
         if len(self.train_batches) == 0:
             raise ValueError(
@@ -124,12 +142,12 @@ class Trainer:
         seed_everything(c.train.seed)  # same weights on every rank
         G, D = build_models(c.model)
         G, D = G.to(dev), D.to(dev)
-        if dev.type == "cuda" and c.train.channels_last:
-            G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+        if self.plan.channels_last:
+            G, D = to_channels_last(G), to_channels_last(D)
         use_ema = c.train.ema_decay > 0 or c.train.ema_kimg > 0
         G_ema = copy.deepcopy(G).eval().requires_grad_(False) if use_ema else None
         opt_g, opt_d = build_optimizers(G, D, c.optim, c.train.reg)
-        amp = amp_dtype_for(c.train.amp, dev)
+        amp = self.plan.amp_dtype
         scaler_g, scaler_d = grad_scalers(amp, dev)
         self.state = GanState(
             G=G,
@@ -160,12 +178,7 @@ class Trainer:
             "D": unwrap(s.D).state_dict(),
             "opt_g": s.opt_g.state_dict(),
             "opt_d": s.opt_d.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "noise": s.noise.get_state(),
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-            },
+            "rng": capture_rng(s.noise, self.ctx.device),
             "extra": s.extra,
         }
         if s.G_ema is not None:
@@ -197,35 +210,70 @@ class Trainer:
         ):
             if obj is not None and name in sd:
                 obj.load_state_dict(sd[name])
-        rng = sd["rng"]
-        torch.set_rng_state(rng["torch"])
-        s.noise.set_state(rng["noise"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
-        s.extra = sd.get("extra", {})
+        restore_rng(sd["rng"], s.noise, self.ctx.device)
+        s.extra = to_device(sd.get("extra", {}), self.ctx.device)
         self.epoch, self.images_seen, self.history = sd["epoch"], sd["images_seen"], list(sd["history"])
         self.resumed_at = [*sd.get("resumed_at", []), self.epoch]
 
     def _resume(self) -> None:
         """Continue from the newest good checkpoint of this run, if any (rank 0 decides)."""
-        info = None
+        found: tuple[int | None, str | None] = (None, None)
+        sd = None
         if self.ctx.is_main:
-            good = ckpt.load_latest(self.storage, self.run_uri)
-            info = good["epoch"] if good is not None else None
-        epoch = self.ctx.broadcast_object(info)
+            try:
+                sd = ckpt.load_latest(self.storage, self.run_uri)
+                found = (sd["epoch"] if sd is not None else None, None)
+            except ckpt.CheckpointError as e:
+                found = (None, str(e))
+        epoch, error = self.ctx.broadcast_object(found)  # every rank stops, or every rank resumes
+        if error:
+            raise ckpt.CheckpointError(error)
         if epoch is None:
             return
-        uri = ckpt.checkpoint_uri(self.run_uri, epoch)
-        sd = ckpt.load_checkpoint(self.storage, uri)
+        if sd is None:
+            sd = ckpt.load_checkpoint(self.storage, ckpt.checkpoint_uri(self.run_uri, epoch))
         self.load_state_dict(sd)
         log.info("resumed %s from epoch %d (%d images seen)", self.run_uri, self.epoch, self.images_seen)
 
+    def _write_run_config(self) -> None:
+        """(Re)write RUN/config.yaml with the config this run trains with; say so if it was damaged."""
+        uri = join(self.run_uri, RUN_CONFIG)
+        if self.storage.exists(uri):
+            try:
+                build_config(yaml.safe_load(self.storage.read_text(uri)))
+            except (yaml.YAMLError, UnicodeDecodeError, ConfigError, ValueError) as e:
+                log.warning("%s was unreadable (%s); re-writing it from the run's config", uri, e)
+        self.storage.write_text(uri, self.cfg.to_yaml())
+
     # ------------------------------------------------------------ training
     def fit(self) -> list[dict[str, Any]]:
-        """Train until ``train.epochs``; return the per-epoch metrics history."""
+        """Train until ``train.epochs``; return the per-epoch metrics history.
+
+        Rank 0 holds the run's lease meanwhile: another live run on the same
+        folder makes every rank raise LeaseError before anything is written.
+        """
+        error = None
+        if self.ctx.is_main:
+            self._lease = Lease(self.storage, self.run_uri, self.lease_owner)
+            try:
+                self._lease.acquire()
+            except LeaseError as e:
+                self._lease, error = None, str(e)
+        error = self.ctx.broadcast_object(error)
+        if error:
+            raise LeaseError(error)
+        try:
+            return self._fit()
+        finally:
+            if self._lease is not None:
+                self._lease.release()
+                self._lease = None
+
+    def _fit(self) -> list[dict[str, Any]]:
         c = self.cfg
+        if self.ctx.is_main:
+            self._write_run_config()
         if self.ctx.is_main and self.epoch == 0:
-            self.storage.write_text(join(self.run_uri, "config.yaml"), c.to_yaml())
             self._save_grid(0)
         if self.ctx.is_main:
             self.storage.remove(join(self.run_uri, ERROR_FILE))
@@ -438,6 +486,8 @@ class Trainer:
         """Rank 0: grid, checkpoint (history inside), then the metrics tables."""
         if not self.ctx.is_main:
             return None
+        if self._lease is not None:
+            self._lease.check()  # taken over by another run: write nothing more
         self._save_grid(self.epoch)
         uri = ckpt.save_checkpoint(self.storage, self.run_uri, self.state_dict(), row)
         ckpt.prune_checkpoints(self.storage, self.run_uri, self.cfg.train.keep_checkpoints)

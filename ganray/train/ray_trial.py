@@ -66,7 +66,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
     try:
-        Trainer(cfg, ctx, wrap=wrap, on_epoch_end=report).fit()
+        Trainer(cfg, ctx, wrap=wrap, on_epoch_end=report, lease_owner=loop_config["lease_owner"]).fit()
     except NonFiniteLossError:
         # Deterministic: a restart would hit the same NaN, so end the workers
         # cleanly; raise_if_failed() turns error.json into the trial's error.
@@ -121,24 +121,31 @@ def ray_storage(cfg: Config) -> tuple[str, Any]:
 CONTROLLER_RETRIES = 15
 
 
-def build_trainer(cfg: Config, callbacks: list | None = None):
-    """The TorchTrainer for one trial (used by the CLI and by each Tune trial)."""
+def build_trainer(cfg: Config, callbacks: list | None = None, lease_owner: str | None = None):
+    """The TorchTrainer for one trial (used by the CLI and by each Tune trial).
+
+    ``lease_owner`` names this run attempt in the run's lease (ganray.train.lease):
+    every restart of its worker group shares it, so a restarted rank 0 takes back
+    its own lease. A Tune trial passes its trial id (stable across trial restarts).
+    """
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from ganray.train.distributed import compute_plan
+    from ganray.train.lease import new_owner
     from ganray.train.loop import run_name_for
 
-    use_gpu = wants_gpu(cfg)
+    plan = compute_plan(cfg.train, gpu=wants_gpu(cfg))
     resources = {"CPU": cfg.train.cpus_per_worker}
-    if use_gpu:
+    if plan.use_gpu:
         resources["GPU"] = 1
     storage_path, storage_fs = ray_storage(cfg)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict()},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        train_loop_config={"config": cfg.to_dict(), "lease_owner": lease_owner or new_owner()},
+        torch_config=TorchConfig(backend=plan.backend),
         scaling_config=ScalingConfig(
-            num_workers=cfg.train.workers, use_gpu=use_gpu, resources_per_worker=resources
+            num_workers=cfg.train.workers, use_gpu=plan.use_gpu, resources_per_worker=resources
         ),
         run_config=RunConfig(
             name=run_name_for(cfg),
@@ -237,11 +244,15 @@ def start_local_ray(**init_kwargs: Any) -> None:
 
 def run_trial(cfg: Config, address: str | None = None) -> dict[str, Any]:
     """Run one trial on the Ray cluster; return its last reported metrics."""
+    from ganray.train.lease import Lease, new_owner
     from ganray.train.loop import run_uri_for
 
-    Storage.from_config(cfg.storage).check_writable(cfg.storage.uri)
+    storage = Storage.from_config(cfg.storage)
+    storage.check_writable(cfg.storage.uri)
+    owner = new_owner()
+    Lease(storage, run_uri_for(cfg), owner).check_free()  # fail before starting any worker
     connect(address)
-    result = build_trainer(cfg).fit()
+    result = build_trainer(cfg, lease_owner=owner).fit()
     if result.error:
         raise result.error
     raise_if_failed(cfg)

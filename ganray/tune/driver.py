@@ -167,7 +167,9 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         tune.report({**row, f"best_{metric}": best if best is not None else float("nan")})
         return
     log.info("trial %s: %s", trial_id, ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(config.items())))
-    build_trainer(cfg, callbacks=[_forwarder(metric, mode, best, trial_id, cfg.train.epochs)]).fit()
+    forward = _forwarder(metric, mode, best, trial_id, cfg.train.epochs)
+    # The trial id owns the run's lease, so a restarted trial takes back its own.
+    build_trainer(cfg, callbacks=[forward], lease_owner=f"tune-trial-{trial_id}").fit()
     # A NaN loss ends the workers cleanly (no Train retries: it is deterministic)
     # and leaves error.json; raising it marks this trial errored with the reason.
     raise_if_failed(cfg)
