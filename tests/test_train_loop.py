@@ -10,7 +10,6 @@ import torch
 import yaml
 
 from ganray import checkpoint as ckpt
-from ganray import config_compat
 from ganray.config import load_config
 from ganray.storage import Storage, join
 from ganray.train import artifacts
@@ -161,21 +160,15 @@ def _as_older_release(storage, run, old_config):
     storage.write_text(join(run, "config.yaml"), yaml.safe_dump(old_config))
 
 
-def test_a_run_of_an_older_release_resumes_under_its_name(tmp_path, monkeypatch):
-    """An older release lacked train.channels_last (simulated: the field is treated as added
-    after 0.1) and still had data.loader_workers. Its run keeps its name, loads, resumes, and
-    continues exactly as an uninterrupted run."""
-    monkeypatch.setitem(
-        config_compat.BASELINE,
-        "train",
-        tuple(f for f in config_compat.BASELINE["train"] if f != "channels_last"),
-    )
+def test_a_run_of_an_older_release_resumes_under_its_name(tmp_path):
+    """Release 0.1 had no model.stylegan2 section (added since) and still had
+    data.loader_workers (retired since). Its run keeps its name, loads (format-1
+    checkpoints), resumes, and continues exactly as an uninterrupted run."""
     new = tiny(tmp_path / "old", "storage.run_name=", "train.epochs=2")
     old_config = new.to_dict()
-    del old_config["train"]["channels_last"]
+    del old_config["model"]["stylegan2"]
     old_config["data"]["loader_workers"] = 0
-    old_config["storage"]["run_name"] = ""
-    # The older release named runs by hashing its whole config, storage aside.
+    # 0.1 named runs by hashing its whole config, storage aside.
     hashed = {k: v for k, v in old_config.items() if k != "storage"}
     old_name = "dcgan-" + hashlib.sha1(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:8]
     assert run_name_for(new) == old_name
