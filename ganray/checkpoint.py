@@ -250,6 +250,8 @@ def load_bytes(data: bytes, uri: str = "checkpoint") -> dict[str, Any]:
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         reason = str(e).split("WeightsUnpickler error:")[-1].strip().split("\n")[0]
+        if reason.startswith("Unsupported operand"):  # not a pickle at all: damaged bytes
+            raise CheckpointError(f"checkpoint {uri} cannot be read (damaged: {reason})") from None
         raise CheckpointError(
             f"checkpoint {uri} was refused: it holds objects other than tensors, numbers, strings "
             f"and plain lists/dicts ({reason}). Loading it could run code, so ganray does not; "

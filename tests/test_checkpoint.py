@@ -161,6 +161,9 @@ def test_truncated_checkpoint_is_a_clear_error(run):
     s.write_bytes(uri, s.read_bytes(uri)[:100])
     with pytest.raises(ckpt.CheckpointError, match="cannot be read"):
         ckpt.load_checkpoint(s, uri)
+    s.write_bytes(uri, bytes(range(256)) * 8)  # not a torch file at all: damaged, not "unsafe"
+    with pytest.raises(ckpt.CheckpointError, match="cannot be read"):
+        ckpt.load_checkpoint(s, uri)
     with pytest.raises(ckpt.CheckpointError, match="does not exist"):
         ckpt.load_checkpoint(s, join(run, "checkpoints", "epoch_0009.pt"))
 

@@ -64,7 +64,7 @@ def test_cli_errors_name_the_problem(tmp_path):
 
 # Every CLI that reads a checkpoint, pointed at one whose unpickling would run code.
 UNSAFE_CASES = {
-    "train resume": lambda exp, ckpt, out: ("ganray.train", "--storage", exp, "--run-name", "trials/t1"),
+    "train resume": lambda exp, ckpt, out: ("ganray.train", "--storage", exp + "/trials", "--run-name", "t1"),
     "pull": lambda exp, ckpt, out: ("ganray.pull", exp, "--trial", "t1", "--dest", out),
     "generate": lambda exp, ckpt, out: ("ganray.generate", "--checkpoint", ckpt, "--out", out + ".png"),
     "metrics": lambda exp, ckpt, out: ("ganray.metrics", "fid", "--checkpoint", ckpt),

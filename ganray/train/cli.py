@@ -1,7 +1,8 @@
 """``python -m ganray.train``: train one run in-process, or as a Ray Train trial with --workers.
 
-Exit codes: 0 trained (or already done), 1 error (the message says why and
-what to do; the run stays resumable), 2 bad arguments, 130 interrupted (Ctrl-C).
+Exit codes: 0 trained (or already done); 1 error (config, data, checkpoint,
+storage, lease: the message says why and what to do, and the run stays
+resumable); 2 unknown or malformed option; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
