@@ -11,6 +11,7 @@ import yaml
 
 from ganray import checkpoint as ckpt
 from ganray.config import load_config
+from ganray.config_compat import BASELINE
 from ganray.storage import Storage, join
 from ganray.train import artifacts
 from ganray.train.loop import NonFiniteLossError, Trainer, fit, run_name_for
@@ -161,13 +162,15 @@ def _as_older_release(storage, run, old_config):
 
 
 def test_a_run_of_an_older_release_resumes_under_its_name(tmp_path):
-    """Release 0.1 had no model.stylegan2 section (added since) and still had
+    """Release 0.1 had none of the fields added since (model.stylegan2, ...) and still had
     data.loader_workers (retired since). Its run keeps its name, loads (format-1
     checkpoints), resumes, and continues exactly as an uninterrupted run."""
     new = tiny(tmp_path / "old", "storage.run_name=", "train.epochs=2")
-    old_config = new.to_dict()
-    del old_config["model"]["stylegan2"]
+    # 0.1's config: the fields it had (config_compat.BASELINE), plus the since-retired one.
+    old_config = {k: {f: v[f] for f in BASELINE[k]} for k, v in new.to_dict().items() if k in BASELINE}
+    old_config["storage"] = new.to_dict()["storage"]
     old_config["data"]["loader_workers"] = 0
+    assert "stylegan2" not in old_config["model"]  # a section added since 0.1
     # 0.1 named runs by hashing its whole config, storage aside.
     hashed = {k: v for k, v in old_config.items() if k != "storage"}
     old_name = "dcgan-" + hashlib.sha1(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:8]
