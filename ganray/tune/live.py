@@ -72,17 +72,38 @@ def mlflow_tracking_uri(uri: str) -> str:
     return uri
 
 
+def check_mlflow(uri: str) -> None:
+    """Fail before any trial when a local MLflow store cannot be used (e.g. sqlite:/// without
+    SQLAlchemy, an unwritable folder). Servers (http/https/databricks) are not probed: the client
+    retries unreachable servers for minutes, and a server may come up after the search starts."""
+    from ganray.tune.driver import SearchError
+
+    if uri.split(":", 1)[0] in ("http", "https", "databricks"):
+        return
+    try:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - MLflow raises many types for a bad store
+        raise SearchError(
+            f"--mlflow-uri {uri}: cannot use this MLflow store ({type(e).__name__}: {str(e)[:200]}); "
+            f"give a local folder (file:/path/mlruns) or a tracking server (http://host:5000)"
+        ) from None
+
+
 def callbacks(experiment_uri: str, name: str, opts) -> list:
     """Tune callbacks for a search (``opts``: its SearchOptions): TensorBoard scalars always,
     MLflow when ``opts.mlflow_uri`` is set (the MLflow experiment is named after the search)."""
     out: list = [TBXLoggerCallback()]
     if opts.mlflow_uri:
+        uri = mlflow_tracking_uri(opts.mlflow_uri)
+        check_mlflow(uri)
         out.append(
             GridMLflowCallback(
                 join(experiment_uri, "trials"),
                 opts.endpoint_url,
                 opts.region,
-                tracking_uri=mlflow_tracking_uri(opts.mlflow_uri),
+                tracking_uri=uri,
                 experiment_name=name,
                 tags={"ganray.experiment": experiment_uri},
             )
