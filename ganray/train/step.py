@@ -303,7 +303,9 @@ def _adapt_augment(state: GanState, cfg: TrainConfig, global_batch: int, ctx: Di
         return
     sums = ctx.all_reduce_sum(
         torch.tensor(
-            [state.extra.pop("ada_sign_sum", 0.0), state.extra.pop("ada_count", 0)], dtype=torch.float64
+            [state.extra.pop("ada_sign_sum", 0.0), state.extra.pop("ada_count", 0)],
+            dtype=torch.float64,
+            device=ctx.device,  # NCCL reduces device tensors only
         )
     )
     rt = float(sums[0] / sums[1].clamp_min(1))
