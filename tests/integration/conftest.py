@@ -186,9 +186,9 @@ def end_session(sid: int, grace: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
-def ray_head_cluster(env: dict[str, str], logs: Path) -> Iterator[str]:
+def ray_head_cluster(env: dict[str, str], logs: Path) -> Iterator[tuple[str, str]]:
     """A `ray start --head --block` cluster (2 CPUs, dashboard on loopback) run with ``env``;
-    yields the dashboard URL.
+    yields (dashboard URL, GCS address).
 
     Every default port (GCS 6379, dashboard 8265, job agent 52365, Ray Client 10001) gets a
     free one: another cluster on this machine holding one makes the job agent fail, and every
@@ -209,7 +209,7 @@ def ray_head_cluster(env: dict[str, str], logs: Path) -> Iterator[str]:
                 assert head.poll() is None, log_path.read_text()[-4000:]
                 assert time.time() < deadline, "ray start --head did not come up in 120 s"
                 time.sleep(1)
-            yield f"http://127.0.0.1:{dashboard}"
+            yield f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}"
         finally:
             end_session(head.pid)
             head.wait(timeout=30)

@@ -54,7 +54,7 @@ def pod_head(cli, s3_endpoint, tmp_path):
         AWS_ENDPOINT_URL=s3_endpoint,
         AWS_SECRET_ACCESS_KEY=SECRET_KEY,
     )
-    with ray_head_cluster(env, tmp_path) as url:
+    with ray_head_cluster(env, tmp_path) as (url, _):
         yield url, env
 
 
