@@ -158,3 +158,27 @@ def test_asha_lets_a_trial_at_its_last_epoch_end_by_itself():
     # At max_t = the last epoch, stock ASHA says STOP while the trial's Train run still
     # shuts down; the trial ends by itself a moment later instead.
     assert asha.on_trial_result(None, good, {"epoch": 4, "best_fid": 5.0}) == TrialScheduler.CONTINUE
+
+
+def test_status_table_final_line_survives_a_best_trial_without_a_conditional_param():
+    from ray.tune.progress_reporter import _best_trial_str
+
+    from ganray.tune.driver import status_table
+    from ganray.tune.space import load_space
+
+    space = load_space(str(Path(__file__).resolve().parents[1] / "tune_spaces/dcgan.yaml"))
+    columns = status_table(space)._parameter_columns
+    assert (
+        "optim.lr" in columns and "optim.momentum" not in columns
+    )  # momentum: only for rmsprop/sgd/nesterov
+    drawn = {
+        p.key: 0.5 for p in space.params if not p.when or p.key == "optim.beta1"
+    }  # an adam trial's params
+    adam = SimpleNamespace(
+        trial_id="t1", last_result={"fid": 30.0, "config": {**drawn, "optim.name": "adam"}}
+    )
+    assert "'optim.name': 'adam'" in _best_trial_str(adam, "fid", columns)
+    with pytest.raises(
+        KeyError, match="optim.momentum"
+    ):  # what every column gave: a finished search exited 1
+        _best_trial_str(adam, "fid", [p.key for p in space.params])

@@ -511,7 +511,11 @@ def status_table(space: Space):
 
     m = space.tune.metric
     return CLIReporter(
-        parameter_columns=[p.key for p in space.params],
+        # Unconditional params only: at the end Ray prints "Current best trial ... parameters=",
+        # looking every column up in the best trial's config with no default, and a conditional
+        # param that trial did not draw (optim.momentum of an adam trial in dcgan.yaml) raised
+        # KeyError there, failing a finished search with exit 1.
+        parameter_columns=[p.key for p in space.params if not p.when],
         metric_columns={"epoch": "epoch", m: m, f"best_{m}": f"best {m}"},
         max_report_frequency=30,  # seconds; a trial epoch takes about a minute
         sort_by_metric=True,  # by TuneConfig's metric: best_<metric>
