@@ -202,7 +202,7 @@ class TrainConfig:
     channels_last: bool = _f(True, "channels_last memory format on CUDA")
     workers: int = _f(1, "Ray Train workers per trial", min=1, max=1024)
     use_gpu: str = _f("auto", "auto (when the cluster has GPUs), yes, no", choices=("auto", "yes", "no"))
-    cpus_per_worker: float = _f(1.0, "CPUs reserved per Ray Train worker", min=0.0)
+    cpus_per_worker: float = _f(1.0, "CPUs reserved per Ray Train worker", min=0.0, max=1024.0)
     max_failures: int = _f(2, "worker failures a trial survives (restart from checkpoint)", min=0)
 
 
@@ -215,9 +215,9 @@ class MetricsConfig:
     inception_weights: str = _f(
         "", "URI of pt_inception-2015-12-05-6726825d.pth ('' = pytorch-fid download)", uri=True
     )
-    num_samples: int = _f(10000, "generated (and reference) images per evaluation", min=2)
+    num_samples: int = _f(10000, "generated (and reference) images per evaluation", min=2, max=1_000_000)
     eval_every: int = _f(1, "evaluate every N epochs (the last epoch always)", min=1)
-    batch_size: int = _f(250, "images per feature-extraction batch", min=1)
+    batch_size: int = _f(250, "images per feature-extraction batch", min=1, max=65536)
     kid: bool = _f(False, "also compute KID")
     pr: bool = _f(False, "also compute precision/recall")
     inception_score: bool = _f(False, "also compute the Inception Score")

@@ -149,6 +149,19 @@ def _friendly(uri: str) -> Iterator[None]:
 def _s3_options(endpoint_url: str = "", region: str = "") -> dict[str, Any]:
     """s3fs options from explicit settings, falling back to the AWS environment."""
     endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL", "")
+    if endpoint:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(endpoint)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # a bad port
+            ok = False
+        if not ok:
+            raise StorageError(
+                f"S3 endpoint {endpoint!r} (--endpoint-url, storage.endpoint_url or AWS_ENDPOINT_URL) "
+                f"is not a URL; write http(s)://HOST[:PORT], e.g. http://127.0.0.1:9000"
+            )
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", "")
     client_kwargs: dict[str, Any] = {}
     if endpoint:
@@ -362,6 +375,8 @@ class Storage:
             for d in created:  # leave no empty folder behind: the caller may still fail
                 with contextlib.suppress(OSError):
                     os.rmdir(d)
+        except StorageError:
+            raise  # already names the URI and the fix
         except Exception as e:  # noqa: BLE001 - we re-raise with context
             hint = ""
             if protocol_of(uri) in ("s3", "s3a"):

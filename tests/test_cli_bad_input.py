@@ -112,6 +112,12 @@ CASES = [
      "--trial '../../t1' is not a single folder name", ["d"]),
     ("generate unwritable", ["generate", "--checkpoint", "{ckpt}", "--out", "/proc/g.png"], 1,
      "No such file or directory: '/proc/g.png'", []),
+    ("too few images for a batch", ["train", "--storage", "runs", "--set", "data.subset=1"], 1,
+     "1 training images give no full batch of 128", ["runs"]),
+    ("endpoint not a url", ["generate", "--checkpoint", "s3://b/c.pt", "--endpoint-url", "::::"], 1,
+     "is not a URL; write http(s)://HOST[:PORT]", []),
+    ("metrics num_samples unbounded", ["metrics", "fid", "--checkpoint", "{ckpt}", "--num-samples", "1000000000"], 2,
+     "metrics.num_samples: 1000000000 is out of range", []),
     ("metrics cache typo", ["metrics", "fid", "--checkpoint", "{ckpt}", "--cache", "s3:/c"], 2,
      "did you mean 's3://c'", ["s3:"]),
 ]  # fmt: skip

@@ -164,3 +164,9 @@ def test_s3_endpoint_from_settings_and_environment(monkeypatch):
     explicit = Storage(endpoint_url="http://127.0.0.1:10", region="eu-west-1").options("s3://b/p")
     assert explicit["client_kwargs"] == {"endpoint_url": "http://127.0.0.1:10", "region_name": "eu-west-1"}
     assert Storage().options("/local/path") == {}
+
+
+@pytest.mark.parametrize("endpoint", ["::::", "not a url", "http://h:99999", "ftp://h"])
+def test_a_malformed_s3_endpoint_names_the_form(endpoint):
+    with pytest.raises(StorageError, match=r"is not a URL; write http\(s\)://HOST\[:PORT\]"):
+        Storage(endpoint_url=endpoint).exists("s3://bucket/x")

@@ -26,7 +26,7 @@ from ganray import checkpoint as ckpt
 from ganray import losses
 from ganray.config import Config, ConfigError, build_config
 from ganray.config_compat import identity
-from ganray.data import build_dataset, train_val_split
+from ganray.data import DataError, build_dataset, train_val_split
 from ganray.models import build_models
 from ganray.optim import build_optimizers, build_scheduler
 from ganray.storage import Storage, join
@@ -132,7 +132,7 @@ class Trainer:
             channels_last=self.plan.channels_last,
         )
         if len(self.train_batches) == 0:
-            raise ValueError(
+            raise DataError(
                 f"{len(train)} training images give no full batch of {c.train.batch_size}; "
                 f"lower train.batch_size or raise data.subset"
             )

@@ -116,7 +116,7 @@ def _check_leaf(space: Any, leaf: Leaf, fail: Any) -> None:
         try:
             space.trial_config(combo)
         except ConfigError as e:
-            shown = ", ".join(f"{k}={v}" for k, v in leaf.values.items())
+            shown = ", ".join(f"{k}={v}" for k, v in leaf.values.items()) or "of the base/fixed values"
             nums = ", ".join(f"{p.config_key}={combo[p.config_key]}" for p in leaf.numeric)
             at = f" (numeric parameters at their {bound} bound: {nums})" if nums else ""
             fail("search", f"the combination {shown} is not a valid config: {e}; add a `when` condition{at}")
