@@ -27,6 +27,7 @@ from ganray.metrics.kid import kernel_distance
 from ganray.metrics.ppl import perceptual_path_length
 from ganray.metrics.prdc import precision_recall
 from ganray.metrics.reference import reference_stats
+from ganray.metrics.sampling import latents
 from ganray.storage import Storage
 
 # ------------------------------------------------------------------ helpers
@@ -185,18 +186,80 @@ def test_inception_score_bounds() -> None:
 # ------------------------------------------------------------------------ PPL
 
 
-def test_ppl_in_w_and_z_with_feature_distance_label() -> None:
+class LinearG(nn.Module):
+    """images = (z or w) @ B, as 1x4x4 images; with ``mapping``, an identity Z->W map (PPL in W)."""
+
+    def __init__(self, B: torch.Tensor, mapping: bool) -> None:
+        super().__init__()
+        self.latent_dim = B.shape[0]
+        self.B = nn.Parameter(B)
+        if mapping:
+            self.w_dim, self.mapping = B.shape[0], nn.Identity()
+
+    def synthesis(self, w: torch.Tensor) -> torch.Tensor:
+        return (w @ self.B).view(-1, 1, 4, 4)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.synthesis(z)
+
+
+def linear_backbone(W: torch.Tensor) -> Backbone:
+    """Features = flattened image @ W: feature distances are exact quadratic forms."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.W = nn.Parameter(W, requires_grad=False)
+
+        def forward(self, x):  # noqa: ANN001, ANN202
+            return x.flatten(1) @ self.W, None
+
+    return Backbone("linear", Net(), W.shape[1], False, "linear")
+
+
+def _ppl(G: nn.Module, backbone: Backbone, pairs: int = 200) -> float:
+    out = perceptual_path_length(G, backbone, pairs, 64, torch.device("cpu"), seed=0)
+    assert out["ppl_distance"] in ("lpips", f"{backbone.name}-features")
+    return out["ppl"]
+
+
+def test_ppl_in_w_equals_the_closed_form_for_a_linear_generator() -> None:
+    """Linear G and features: the path from w0 to w1 moves the features by (w1 - w0) @ B @ W
+    per unit of t, so each pair's eps^-2-scaled squared distance is |(w1 - w0) @ B @ W|^2,
+    for any eps; PPL averages it over the pairs between the 1st and 99th percentiles."""
+    g = torch.Generator().manual_seed(0)
+    B, W = torch.randn(8, 16, generator=g) * 0.1, torch.randn(16, 5, generator=g) * 0.1
+    G, bb = LinearG(B, mapping=True), linear_backbone(W)
+    w0, w1 = latents(range(200), 8, seed=0, stream=2), latents(range(200), 8, seed=0, stream=3)
+    d = ((w1 - w0).double() @ B.double() @ W.double()).square().sum(1).sort().values.numpy()
+    expected = d[1:-1].mean()  # 200 pairs: the 1st/99th percentiles drop the smallest and largest
+    assert _ppl(G, bb) == pytest.approx(expected, rel=1e-2)
+    assert d.mean() != pytest.approx(expected, rel=1e-2)  # the filter matters at this tolerance
+
+
+@pytest.mark.parametrize("mapping", [True, False], ids=["w", "z"])
+def test_ppl_zero_when_output_ignores_the_latent_and_quadratic_in_sensitivity(mapping: bool) -> None:
+    g = torch.Generator().manual_seed(0)
+    B, W = torch.randn(8, 16, generator=g) * 0.1, torch.randn(16, 5, generator=g) * 0.1
+    bb = linear_backbone(W)
+    assert _ppl(LinearG(B * 0, mapping), bb) == pytest.approx(0.0, abs=1e-9)
+    one, three = _ppl(LinearG(B, mapping), bb), _ppl(LinearG(B * 3, mapping), bb)
+    assert one > 1e-2 and three == pytest.approx(9 * one, rel=1e-2)  # 3x the image motion
+
+
+def test_ppl_of_real_networks_labels_space_and_distance() -> None:
     bb = tiny_backbone()
     torch.manual_seed(0)
     out_w = perceptual_path_length(TinyMappingG(), bb, 64, 32, torch.device("cpu"), seed=0)
     out_z = perceptual_path_length(TinyG(), bb, 64, 32, torch.device("cpu"), seed=0)
     assert out_w["ppl_space"] == "w" and out_z["ppl_space"] == "z"
-    for out in (out_w, out_z):
-        assert np.isfinite(out["ppl"]) and out["ppl"] > 0
-        assert out["ppl_distance"] in ("lpips", "tiny-features")
     const = TinyG()
     nn.init.zeros_(const.net[0].weight)  # output independent of z -> zero path length
-    assert perceptual_path_length(const, bb, 32, 32, torch.device("cpu"), seed=0)["ppl"] == pytest.approx(0.0)
+    const_ppl = perceptual_path_length(const, bb, 64, 32, torch.device("cpu"), seed=0)["ppl"]
+    assert const_ppl == pytest.approx(0.0, abs=1e-9)
+    for out in (out_w, out_z):
+        assert out["ppl_distance"] in ("lpips", "tiny-features")
+        assert out["ppl"] > 1e-4  # images of a random network move with the latent (measured: 2e-3 w, 2e-2 z)
 
 
 # ------------------------------------------------------------ reference cache
@@ -317,12 +380,23 @@ def test_evaluate_generator_on_two_ranks_equals_one_process(tmp_path) -> None:  
 
 def test_classifier_backbone_from_uri_and_checksum(tmp_path) -> None:  # noqa: ANN001
     storage, uri = Storage(), "memory://ganray-test/backbones/tiny.pt"
-    net = FeatureClassifier(ClassifierArch(1, 16, 4, (8, 16), 16))
+    torch.manual_seed(0)
+    net = FeatureClassifier(ClassifierArch(1, 16, 4, (8, 16), 16)).eval()
+    with torch.no_grad():  # trained-looking BatchNorms, so folding them into the convs is not a no-op
+        for m in net.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.normal_(0, 0.5), m.running_var.uniform_(0.5, 2.0)
+                m.weight.normal_(1, 0.3), m.bias.normal_(0, 0.3)
     meta = save_classifier(net, uri, storage, {"name": "tiny-classifier", "command": "train-backbone ..."})
     bb = build_backbone(uri, MetricsConfig(), storage)
     assert bb.name == "tiny-classifier" and bb.weights_tag == meta["sha256"][:12] and not bb.is_inception
-    feats, logits = bb.forward_all(torch.rand(3, 3, 40, 40) * 2 - 1)  # RGB at 40 px is converted inside
+    x = torch.rand(3, 3, 40, 40) * 2 - 1  # RGB at 40 px is converted inside
+    feats, logits = bb.forward_all(x)
+    with torch.no_grad():
+        want_feats, want_logits = net(x)  # the network as saved: unfused, eval mode
     assert feats.shape == (3, 16) and logits.shape == (3, 4)
+    torch.testing.assert_close(feats, want_feats, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits, want_logits, rtol=1e-4, atol=1e-5)
     data = bytearray(storage.read_bytes(uri))
     data[len(data) // 2] ^= 0xFF  # one flipped byte
     storage.write_bytes(uri, bytes(data))

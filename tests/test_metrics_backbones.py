@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from pytorch_fid import inception as pfi
 from torch import nn
@@ -113,6 +114,47 @@ def test_shipped_backbone_test_accuracy(fmnist, shipped) -> None:  # noqa: ANN00
     meta = json.loads(Path(sidecar_uri(str(SHIPPED["fashion-mnist-classifier"]))).read_text())
     assert acc >= 0.90
     assert acc == pytest.approx(meta["test_accuracy"], abs=0.002)  # BN folding changes nothing material
+
+
+def _bn(x: torch.Tensor, sd: dict, prefix: str) -> torch.Tensor:
+    """Inference BatchNorm from a state dict: (x - mean) / sqrt(var + 1e-5) * weight + bias."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    mean, var = sd[prefix + "running_mean"].view(shape), sd[prefix + "running_var"].view(shape)
+    return (x - mean) / torch.sqrt(var + 1e-5) * sd[prefix + "weight"].view(shape) + sd[prefix + "bias"].view(
+        shape
+    )
+
+
+def reference_classifier(x: torch.Tensor, sd: dict, arch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The documented network, from the raw (unfused) weight file with torch.nn.functional:
+    conv3x3-BN-ReLU stages (stride-2 stem, else a 2x2 max-pool), linear + BN = features,
+    ReLU + linear = logits."""
+    i = 0
+    for stage in range(len(arch["widths"])):
+        stride = arch["stem_stride"] if stage == 0 else 1
+        x = F.relu(_bn(F.conv2d(x, sd[f"body.{i}.weight"], stride=stride, padding=1), sd, f"body.{i + 1}."))
+        i += 3
+        if stride == 1:
+            x, i = F.max_pool2d(x, 2), i + 1
+    features = _bn(x.flatten(1) @ sd["embed.1.weight"].T, sd, "embed.2.")
+    return features, F.relu(features) @ sd["head.2.weight"].T + sd["head.2.bias"]
+
+
+def test_shipped_backbone_values_equal_an_independent_forward(fmnist, shipped) -> None:  # noqa: ANN001
+    blob = torch.load(SHIPPED["fashion-mnist-classifier"], map_location="cpu", weights_only=True)
+    sd = {k: v.double() for k, v in blob["state_dict"].items()}  # float64: the reference is exact
+    grey = fmnist[1].images_uint8[:64].double() / 127.5 - 1  # real test images, [-1, 1]
+    # RGB input is reduced to grey by ITU-R 601 luma first: tinted copies of the same images.
+    rgb = torch.cat([grey * 0.9, grey, grey * 1.1], dim=1).clamp(-1, 1)
+    luma = 0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:]
+    want = reference_classifier(grey, sd, blob["arch"])
+    assert want[0].std() > 0.1  # the comparison is not between near-constant vectors
+    for x, expected in ((grey, want), (rgb, reference_classifier(luma, sd, blob["arch"]))):
+        got = shipped.forward_all(x.float())
+        for g, e in zip(got, expected):  # features, then logits
+            torch.testing.assert_close(g.double(), e, rtol=1e-4, atol=1e-4)
+    # The logits classify: most of these real test images get their true label.
+    assert (want[1].argmax(1) == fmnist[1].labels[:64]).float().mean() > 0.85
 
 
 # ------------------------------------------------------ sanity on real data
