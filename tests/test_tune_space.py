@@ -10,9 +10,10 @@ import optuna
 import pytest
 import yaml
 
-from ganray.tune.driver import TrialContext, best_of, max_concurrency
+from ganray.tune.driver import max_concurrency
 from ganray.tune.outcome import Outcome, TrialOutcome, results_rows, short_error, table
 from ganray.tune.space import SpaceError, load_space, parse_space
+from ganray.tune.trial import TrialContext, best_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "tune_spaces").glob("*.yaml"))

@@ -52,7 +52,7 @@ class Outcome:
 
     @property
     def best(self) -> TrialOutcome | None:
-        from ganray.tune.driver import better
+        from ganray.tune.trial import better
 
         pick = None
         for t in self.trials:
@@ -90,7 +90,7 @@ def trial_outcome(
     scheduler ended the trial (its last result is marked done). A TERMINATED
     trial that neither finished nor was stopped was cut short by an interruption.
     """
-    from ganray.tune.driver import best_of
+    from ganray.tune.trial import best_of
 
     run_uri = join(trials_uri, trial_id)
     history = artifacts.read_metrics(storage, run_uri)
@@ -121,7 +121,7 @@ def collect(grid, ctx, storage: Storage) -> Outcome:
 def collect_trials(trials: list, ctx, storage: Storage, ending: str = "") -> Outcome:
     """Gather Tune's trials (``ray.tune.experiment.Trial``) from storage; ``ending`` names a
     trial Tune is completing right now (still RUNNING to Tune), counted as TERMINATED."""
-    from ganray.tune.driver import TRIALS_DIR
+    from ganray.tune.trial import TRIALS_DIR
 
     metric, mode = ctx.space.tune.metric, ctx.space.tune.mode
     out = []
