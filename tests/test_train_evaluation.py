@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+from pathlib import Path
 
 import pytest
 
 from ganray import checkpoint as ckpt
 from ganray.config import load_config
 from ganray.data import prepare
-from ganray.metrics.backbones import BackboneError
+from ganray.metrics.backbones import BackboneError, split_pin
+from ganray.metrics.classifier import SHIPPED, sidecar_uri
 from ganray.storage import Storage, join
 from ganray.train import artifacts
 from ganray.train.cli import main as train_main
@@ -154,6 +157,9 @@ def test_a_backbone_this_node_cannot_load_fails_before_the_epoch_trains(tmp_path
     assert [c.epoch for c in ckpt.list_checkpoints(Storage(), run)] == [1]
 
 
+SHIPPED_TAG = json.loads(Path(sidecar_uri(str(SHIPPED["fashion-mnist-classifier"]))).read_text())["sha256"][
+    :12
+]
 TINY_SETS = {
     "data.subset": 600,
     "model.ngf": 8,
@@ -172,17 +178,33 @@ def test_ganray_train_pins_auto_to_a_concrete_backbone(tmp_path) -> None:  # noq
     as_given = load_config("quickstart", sets)
     run = join(str(tmp_path / "runs"), run_name_for(as_given))  # named from the config as the user gave it
     assert as_given.metrics.backbone == "auto"
-    assert load_config(join(run, "config.yaml")).metrics.backbone == "fashion-mnist-classifier"
+    pinned = load_config(join(run, "config.yaml")).metrics.backbone
+    assert split_pin(pinned) == ("fashion-mnist-classifier", SHIPPED_TAG)
     assert [r["fid_backbone"] for r in artifacts.read_metrics(Storage(), run)] == ["fashion-mnist-classifier"]
 
 
-def test_a_resumed_run_keeps_the_backbone_it_started_with(tmp_path) -> None:  # noqa: ANN001
+def test_a_resumed_run_keeps_the_backbone_and_weights_it_started_with(tmp_path) -> None:  # noqa: ANN001
     cfg = load_config("quickstart", [f"storage.uri={tmp_path / 'runs'}"])
     pinned = pin_backbone(cfg)
-    assert pinned.metrics.backbone == "fashion-mnist-classifier" and cfg.metrics.backbone == "auto"
+    assert (
+        pinned.metrics.backbone == f"fashion-mnist-classifier@{SHIPPED_TAG}"
+        and cfg.metrics.backbone == "auto"
+    )
     assert pinned.storage.run_name == run_name_for(cfg)
-    # The run started where Inception weights were present: it stays on Inception, or fails
-    # where they are missing, instead of switching to another network mid-run.
-    started = load_config("quickstart", [f"storage.uri={tmp_path / 'runs'}", "metrics.backbone=inception"])
-    Storage().write_text(join(run_uri_for(pinned), "config.yaml"), started.to_yaml())
-    assert pin_backbone(cfg).metrics.backbone == "inception"
+    # The run started with another classifier: it stays on it instead of switching networks ...
+    other = tmp_path / "other.pt"
+    shutil.copy(SHIPPED["fashion-mnist-classifier"], other)
+    shutil.copy(sidecar_uri(str(SHIPPED["fashion-mnist-classifier"])), sidecar_uri(str(other)))
+    config_yaml = join(run_uri_for(pinned), "config.yaml")
+    started = load_config(
+        "quickstart", [f"storage.uri={tmp_path / 'runs'}", f"metrics.backbone={other}@{SHIPPED_TAG}"]
+    )
+    Storage().write_text(config_yaml, started.to_yaml())
+    assert pin_backbone(cfg).metrics.backbone == f"{other}@{SHIPPED_TAG}"
+    # ... and refuses when its weights are no longer the ones it was scored with.
+    changed = load_config(
+        "quickstart", [f"storage.uri={tmp_path / 'runs'}", f"metrics.backbone={other}@0123456789ab"]
+    )
+    Storage().write_text(config_yaml, changed.to_yaml())
+    with pytest.raises(BackboneError, match="weights 0123456789ab, but the weights here hash to"):
+        pin_backbone(cfg)

@@ -36,12 +36,12 @@ def test_the_driver_pins_auto_and_every_trial_config_carries_it(tmp_path) -> Non
     ctx = context(tmp_path)
     assert ctx.trial_config({}, "t0").metrics.backbone == "auto"
     name = _pinned_backbone(ctx, Storage(), resuming=False)
-    assert name == "fashion-mnist-classifier"
+    record = json.loads(Storage().read_text(join(ctx.experiment_uri, BACKBONE_FILE)))
+    assert name == f"fashion-mnist-classifier@{record['fid_backbone_weights']}"  # network and weights
     pinned = dataclasses.replace(ctx, backbone=name)
     for i, params in enumerate([{"optim.lr": 1e-3}, {"optim.lr": 2e-3, "model.ngf": 48}]):
-        assert pinned.trial_config(params, f"t{i}").metrics.backbone == "fashion-mnist-classifier"
-    record = json.loads(Storage().read_text(join(ctx.experiment_uri, BACKBONE_FILE)))
-    assert record["metrics.backbone"] == record["fid_backbone"] == "fashion-mnist-classifier"
+        assert pinned.trial_config(params, f"t{i}").metrics.backbone == name
+    assert record["metrics.backbone"] == name and record["fid_backbone"] == "fashion-mnist-classifier"
     assert record["fid_backbone_is_inception"] is False
     assert record["fid_label"] == "FID [fashion-mnist-classifier]"
     assert len(record["fid_backbone_weights"]) == 12
@@ -52,9 +52,14 @@ def test_a_resumed_search_keeps_its_backbone_and_refuses_other_weights(tmp_path)
     first = pin_search_backbone(ctx, Storage(), resuming=False)
     assert pin_search_backbone(ctx, Storage(), resuming=True) == first
     uri = join(ctx.experiment_uri, BACKBONE_FILE)
-    Storage().write_text(uri, json.dumps({**first, "fid_backbone_weights": "0123456789ab"}))
-    with pytest.raises(BackboneError, match="0123456789ab"):
+    Storage().write_text(
+        uri, json.dumps({**first, "metrics.backbone": "fashion-mnist-classifier@0123456789ab"})
+    )
+    with pytest.raises(BackboneError, match="pins fashion-mnist-classifier weights 0123456789ab, but"):
         pin_search_backbone(ctx, Storage(), resuming=True)
+    # A record from before names carried the hash: the recorded weights still must match.
+    Storage().write_text(uri, json.dumps({**first, "metrics.backbone": "fashion-mnist-classifier"}))
+    assert pin_search_backbone(ctx, Storage(), resuming=True) == first
 
 
 def test_a_backbone_the_driver_cannot_load_stops_the_search_before_any_trial(tmp_path) -> None:  # noqa: ANN001
@@ -82,4 +87,4 @@ def test_best_json_and_results_record_the_searchs_backbone(tmp_path) -> None:  #
     assert best["fid_label"] == "FID [fashion-mnist-classifier]"
     rows = results_rows(outcome)
     assert [r["fid_backbone"] for r in rows] == ["fashion-mnist-classifier"] * 3  # unevaluated trial too
-    assert {r["metrics.backbone"] for r in rows} == {"fashion-mnist-classifier"}
+    assert {r["metrics.backbone"].split("@")[0] for r in rows} == {"fashion-mnist-classifier"}

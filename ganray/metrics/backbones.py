@@ -14,7 +14,8 @@ Any URI ending in ``.pt`` names a classifier made by ``train-backbone`` on stora
 offline backbone of the dataset (for prepared parquet shards: of the dataset
 their manifest says they were made from). A search or a run resolves ``auto``
 once, before training, and writes the concrete name into its config
-(``pin_backbone``), so every trial and every epoch is scored by the same network.
+(``pin_backbone``: ``<name>@<weights hash>``), so every trial, node and epoch is
+scored by the same network with the same weights.
 
 The registry is filled at import: the networks live in classifier.py and
 inception.py, which import only backbone_types.py, so there is no import cycle.
@@ -22,6 +23,7 @@ inception.py, which import only backbone_types.py, so there is no import cycle.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +52,7 @@ __all__ = [
     "resolve_backbone_name",
     "score_label",
     "sha256_hex",
+    "split_pin",
     "to_channels",
     "to_resolution",
 ]
@@ -57,6 +60,8 @@ __all__ = [
 # ----------------------------------------------------------------- registry
 
 Builder = Callable[[MetricsConfig, Storage], Backbone]
+# A pinned backbone: a name or URI plus the 12-hex hash of the weights it must have.
+_PINNED = re.compile(r"(?P<name>.+)@(?P<tag>[0-9a-f]{12})")
 # name -> builder(cfg, storage) -> Backbone. Filled at import time only: the shipped
 # networks here, extensions through @register_backbone.
 _BACKBONES: dict[str, Builder] = {
@@ -136,24 +141,42 @@ def build_backbone(
     storage = storage or Storage()
     if name == "auto":
         name = resolve_backbone_name(cfg, data if data is not None else dataset_source, storage)
-    if name.endswith(".pt"):
-        return classifier.load_classifier_backbone(name, storage)
-    if name not in _BACKBONES:
+    base, tag = split_pin(name)
+    if base.endswith(".pt"):
+        backbone = classifier.load_classifier_backbone(base, storage)
+    elif base in _BACKBONES:
+        backbone = _BACKBONES[base](cfg, storage)
+    else:
         raise BackboneError(
             f"metrics.backbone={name!r} is not registered; choose auto, one of "
             f"{', '.join(list_backbones())}, or the URI of a classifier .pt made by train-backbone"
         )
-    return _BACKBONES[name](cfg, storage)
+    if tag and backbone.weights_tag != tag:
+        raise BackboneError(
+            f"metrics.backbone={name!r} pins {base} weights {tag}, but the weights here hash to "
+            f"{backbone.weights_tag}; give this node the same weights file (metrics.inception_weights) "
+            f"or start a new run or search"
+        )
+    return backbone
+
+
+def split_pin(name: str) -> tuple[str, str]:
+    """'inception@3f1c2a9b0d1e' -> ('inception', '3f1c2a9b0d1e'); a name without a pin -> (name, '')."""
+    m = _PINNED.fullmatch(name)
+    return (m["name"], m["tag"]) if m else (name, "")
 
 
 def pin_backbone(metrics: MetricsConfig, data: DataConfig, storage: Storage) -> tuple[str, Backbone]:
-    """Resolve ``metrics.backbone`` once and prove it loads here: (concrete name, the backbone).
+    """Resolve ``metrics.backbone`` once and prove it loads here: (pinned name, the backbone).
 
+    The pinned name is ``<name>@<weights hash>`` (e.g. ``inception@3f1c2a9b0d1e``).
     A search driver and ``ganray.train`` call this before any training and write
-    the name into every config, so no trial, node or resumed epoch picks its own.
+    it into every config, so no trial, node or resumed epoch picks another network
+    or other weights.
     """
     name = resolve_backbone_name(metrics, data, storage)
-    return name, build_backbone(name, metrics, storage)
+    backbone = build_backbone(name, metrics, storage)
+    return f"{split_pin(name)[0]}@{backbone.weights_tag}", backbone
 
 
 def load_pinned_backbone(name: str, cfg: MetricsConfig, storage: Storage, data: DataConfig) -> Backbone:

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = config_from_args(args)
         Storage.from_config(cfg.storage).check_writable(cfg.storage.uri)
-        cfg = pin_backbone(cfg)
+        cfg = pin_backbone(cfg, keep_stored=not args.restart)
     except (ConfigError, StorageError, DataError, BackboneError) as e:
         sys.exit(f"error: {e}")
     try:
@@ -100,23 +100,26 @@ def main(argv: list[str] | None = None) -> None:
     log.info("done: %s", {k: last[k] for k in ("epoch", "d_loss", "g_loss", "fid") if k in last})
 
 
-def pin_backbone(cfg: Config) -> Config:
-    """Resolve ``metrics.backbone: auto`` once, here, and write the concrete name into the config.
+def pin_backbone(cfg: Config, keep_stored: bool = True) -> Config:
+    """Resolve ``metrics.backbone`` once, here, and write the pinned name into the config.
 
-    Every epoch (and, with --workers, every worker and restart) is then scored by
-    the same network. A resumed run keeps the backbone its config.yaml recorded.
-    The run folder is named before pinning, so the same command keeps resuming it.
+    The name carries the weights' hash (``inception@3f1c2a9b0d1e``), so every
+    epoch, and with --workers every worker and restart, is scored by the same
+    network and weights, or fails saying why. A resumed run keeps the backbone its
+    config.yaml recorded (``keep_stored``; not on --restart). The run folder is
+    named before pinning, so the same command keeps resuming it.
     """
-    from ganray.metrics.backbones import resolve_backbone_name
+    from ganray.metrics.backbones import pin_backbone as pin
 
-    if not cfg.metrics.fid or cfg.metrics.backbone != "auto":
+    if not cfg.metrics.fid:
         return cfg
     storage = Storage.from_config(cfg.storage)
     cfg = copy.deepcopy(cfg)
     cfg.storage.run_name = run_name_for(cfg)
-    stored = join(run_uri_for(cfg), "config.yaml")
-    name = _stored_backbone(storage, stored)
-    cfg.metrics.backbone = name if name != "auto" else resolve_backbone_name(cfg.metrics, cfg.data, storage)
+    stored = _stored_backbone(storage, join(run_uri_for(cfg), "config.yaml")) if keep_stored else "auto"
+    if stored != "auto":
+        cfg.metrics.backbone = stored
+    cfg.metrics.backbone, _ = pin(cfg.metrics, cfg.data, storage)
     log.info("FID backbone: %s", cfg.metrics.backbone)
     return cfg
 

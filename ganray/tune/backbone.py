@@ -4,12 +4,13 @@
 that node's own hub cache, and trials scored by different networks would be
 ranked against each other. The driver resolves it once, proves it loads, writes
 the choice to EXPERIMENT/backbone.json (a resumed search keeps it) and puts the
-concrete name into every trial's config; a node that cannot load it fails its
+pinned name, ``<name>@<weights hash>``, into every trial's config; a node that cannot load it fails its
 trial with that reason (ganray.metrics.backbones.load_pinned_backbone).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -32,26 +33,21 @@ def pin_search_backbone(ctx: Any, storage: Storage, resuming: bool) -> dict[str,
     """Resolve (or, resuming, re-read) the search's backbone, check it loads here, record it.
 
     ``ctx`` is the driver's TrialContext. Returns the record ({} when FID is off);
-    raises BackboneError when the backbone cannot be resolved or loaded.
+    raises BackboneError when the backbone cannot be resolved or loaded, or
+    (resuming) its weights are not the ones the search started with.
     """
-    from ganray.metrics.backbones import BackboneError, build_backbone, pin_backbone, pinned_record
+    from ganray.metrics.backbones import pin_backbone, pinned_record, split_pin
 
     cfg = ctx.trial_config({}, "backbone")
     if not cfg.metrics.fid:
         return {}
     before = read_pinned(storage, ctx.experiment_uri) if resuming else {}
-    if before.get("metrics.backbone"):
+    metrics = cfg.metrics
+    if before.get("metrics.backbone"):  # resuming: the same network and weights, or an error
         name = before["metrics.backbone"]
-        record = pinned_record(name, build_backbone(name, cfg.metrics, storage, data=cfg.data))
-        if record["fid_backbone_weights"] != before.get(
-            "fid_backbone_weights", record["fid_backbone_weights"]
-        ):
-            raise BackboneError(
-                f"experiment {ctx.experiment_uri} was scored with {name} weights "
-                f"{before['fid_backbone_weights']}, but they are {record['fid_backbone_weights']} here; "
-                f"restore those weights (metrics.inception_weights) or start a new experiment (--name)"
-            )
-    else:
-        record = pinned_record(*pin_backbone(cfg.metrics, cfg.data, storage))
+        if not split_pin(name)[1] and before.get("fid_backbone_weights"):
+            name = f"{name}@{before['fid_backbone_weights']}"
+        metrics = dataclasses.replace(metrics, backbone=name)
+    record = pinned_record(*pin_backbone(metrics, cfg.data, storage))
     storage.write_text(join(ctx.experiment_uri, BACKBONE_FILE), json.dumps(record, indent=2) + "\n")
     return record
