@@ -60,6 +60,12 @@ def test_stale_and_dead_owners_are_taken_over_with_a_warning(run, caplog):
     lease = Lease(s, run, "me2", heartbeat_s=60)
     lease.acquire()
     lease.release()
+    for garbage in ("\xff not json", '{"owner": "x", "heartbeat": "soon"}', "[1, 2]"):
+        s.write_text(join(run, LEASE_FILE), garbage)
+        lease = Lease(s, run, "me4", heartbeat_s=60)
+        lease.acquire()  # unreadable: treated as stale, with a warning
+        lease.release()
+    assert caplog.text.count("is unreadable; treating it as stale") == 3
     write_lease(s, run, host="another-host")  # fresh, elsewhere: cannot tell, so refuse
     with pytest.raises(LeaseError, match="host another-host"):
         Lease(s, run, "me3").acquire()

@@ -161,8 +161,11 @@ def restart_run(cfg: Config) -> str | None:
     if is_local(run_uri):
         os.makedirs(os.path.dirname(dest_path), exist_ok=True)
         os.rename(path, dest_path)  # atomic on one filesystem
-    else:
-        fs.mv(path, dest_path, recursive=True)  # object stores: copy, then delete the originals
+    else:  # object stores: copy every object, then delete the originals
+        files = fs.find(path)
+        for f in files:
+            fs.copy(f, dest_path + f[len(path) :])
+        fs.rm(files)
     log.warning("--restart: moved the old run %s to %s (nothing deleted)", run_uri, dest)
     return dest
 

@@ -77,12 +77,13 @@ class Lease:
         """The current lease record; None if there is none or it is unreadable."""
         try:
             rec = json.loads(self.storage.read_text(self.uri))
+            float(rec.get("heartbeat", 0)), int(rec.get("pid", -1)), float(rec.get("stale_after_s", 0))
         except FileNotFoundError:
             return None
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
             log.warning("%s is unreadable; treating it as stale", self.uri)
             return None
-        return rec if isinstance(rec, dict) else None
+        return rec
 
     def holder_problem(self, rec: dict[str, Any] | None) -> str | None:
         """Why ``rec`` blocks this owner (a live other run), or None if it does not."""

@@ -30,3 +30,24 @@ def test_lease_on_s3_refuses_a_second_run_and_takes_over_a_stale_one(bucket, s3_
     assert "taking over the stale lease" in caplog.text
     second.release()
     assert not s.exists(join(run, LEASE_FILE))
+
+
+def test_restart_on_s3_moves_the_run_aside_and_refuses_a_live_one(bucket, s3_endpoint):
+    from ganray.config import load_config
+    from ganray.train.cli import RESTARTED_DIR, restart_run
+
+    s = Storage(endpoint_url=s3_endpoint)
+    root = f"s3://{bucket}/runs"
+    cfg = load_config("quickstart", [f"storage.uri={root}", "storage.run_name=r"])
+    s.write_text(join(root, "r", "checkpoints", "epoch_0001.json"), "{}")
+    s.write_text(
+        join(root, "r", LEASE_FILE),
+        json.dumps({"owner": "x", "host": "h", "pid": 1, "heartbeat": time.time()}),
+    )
+    with pytest.raises(LeaseError, match="in use by another run"):
+        restart_run(cfg)
+    s.remove(join(root, "r", LEASE_FILE))
+    dest = restart_run(cfg)
+    assert dest.startswith(join(root, RESTARTED_DIR, "r-"))
+    assert s.read_text(join(dest, "checkpoints", "epoch_0001.json")) == "{}"
+    assert not s.exists(join(root, "r", "checkpoints", "epoch_0001.json"))
