@@ -75,10 +75,18 @@ def test_a_restarted_attempt_takes_back_its_own_fresh_lease(run):
     """A Ray worker group restarted after a failure shares its owner token with the dead rank 0."""
     s = Storage()
     write_lease(s, run, owner="trial-1", host="node-that-died")
-    lease = Lease(s, run, "trial-1", heartbeat_s=60)
+    lease = Lease(s, run, "trial-1", heartbeat_s=0.05)
     lease.acquire()
     assert json.loads(s.read_text(join(run, LEASE_FILE)))["host"] == socket.gethostname()
-    lease.release()
+    # This process is now the old one: a newer restart of the attempt took the lease over.
+    deadline = time.time() + 30
+    while lease.lost is None and time.time() < deadline:
+        write_lease(s, run, owner="trial-1", pid=os.getpid() + 1)
+        time.sleep(0.05)
+    with pytest.raises(LeaseError, match="taken over"):
+        lease.check()
+    lease.release()  # does not remove the newer process's lease
+    assert json.loads(s.read_text(join(run, LEASE_FILE)))["pid"] == os.getpid() + 1
 
 
 def test_the_heartbeat_refreshes_and_notices_a_takeover(run):
@@ -90,8 +98,10 @@ def test_the_heartbeat_refreshes_and_notices_a_takeover(run):
     while json.loads(s.read_text(join(run, LEASE_FILE)))["heartbeat"] == first and time.time() < deadline:
         time.sleep(0.05)
     assert json.loads(s.read_text(join(run, LEASE_FILE)))["heartbeat"] > first
-    write_lease(s, run, owner="thief")
     while lease.lost is None and time.time() < deadline:
+        # Re-written each time: a heartbeat between its read and its write may overwrite it
+        # once (no compare-and-swap); the next heartbeat then sees the thief.
+        write_lease(s, run, owner="thief")
         time.sleep(0.05)
     with pytest.raises(LeaseError, match="taken over by another run"):
         lease.check()

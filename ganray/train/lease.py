@@ -102,6 +102,15 @@ class Lease:
             f"{float(rec.get('stale_after_s', self.stale_after_s)):.0f} s after its last heartbeat"
         )
 
+    def _mine(self, rec: dict[str, Any] | None) -> bool:
+        """True if ``rec`` was written by this very process (not just by this run attempt)."""
+        return (
+            rec is not None
+            and rec.get("owner") == self.owner
+            and rec.get("host") == socket.gethostname()
+            and rec.get("pid") == os.getpid()
+        )
+
     def check_free(self) -> None:
         """Raise LeaseError if a live other run holds the folder (nothing is written)."""
         problem = self.holder_problem(self.read())
@@ -136,7 +145,7 @@ class Lease:
         self._started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.storage.write_text(self.uri, json.dumps(self._record(self._started)))
         back = self.read()
-        if back is None or back.get("owner") != self.owner:
+        if not self._mine(back):
             raise LeaseError(self.holder_problem(back) or f"run {self.run_uri}: another run took the lease")
         self.lost = None
         self._stop.clear()
@@ -147,7 +156,8 @@ class Lease:
         while not self._stop.wait(self.heartbeat_s):
             try:
                 rec = self.read()
-                if rec is not None and rec.get("owner") != self.owner:
+                # Another run, or a restarted process of this attempt, holds it now.
+                if rec is not None and not self._mine(rec):
                     self.lost = (
                         f"run {self.run_uri} was taken over by another run (host {rec.get('host')}, "
                         f"pid {rec.get('pid')}); this run stops without writing"
@@ -168,6 +178,5 @@ class Lease:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        rec = self.read()
-        if rec is not None and rec.get("owner") == self.owner:
+        if self._mine(self.read()):  # not a restarted process's lease of the same attempt
             self.storage.remove(self.uri)

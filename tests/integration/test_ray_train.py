@@ -86,15 +86,30 @@ def test_two_workers_match_one_and_write_artifacts_once(local_ray, tmp_path):
     assert artifacts.read_metrics(s, run)[-1].keys() == local.history[-1].keys()
 
 
+def _descends_from_this_process(pid: int) -> bool:
+    """True if ``pid`` is a descendant of this process (its local Ray's raylet forks the workers)."""
+    me = os.getpid()
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                pid = int(fh.read().rsplit(")", 1)[1].split()[1])  # field 4: the parent's pid
+        except (OSError, ValueError, IndexError):
+            return False
+        if pid == me:
+            return True
+    return False
+
+
 def _kill_one_worker() -> int:
-    """SIGKILL one Ray Train worker process, found by its process title (Linux /proc)."""
+    """SIGKILL one Ray Train worker process of this test's Ray, found by its process title
+    (Linux /proc); workers of other Ray clusters on the same machine are left alone."""
     for pid in sorted(int(p) for p in os.listdir("/proc") if p.isdigit()):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
                 title = fh.read()
         except OSError:
             continue
-        if title.startswith(b"ray::RayTrainWorker"):
+        if title.startswith(b"ray::RayTrainWorker") and _descends_from_this_process(pid):
             os.kill(pid, signal.SIGKILL)
             return pid
     raise AssertionError("no live RayTrainWorker process to kill")
