@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -46,22 +47,34 @@ def inspect_page(url: str, expression: str, screenshot: str, timeout: float = 60
     exe = find_chromium()
     if exe is None:
         raise RuntimeError("chromium is not installed (apt-get install chromium; `make setup` does it)")
-    with tempfile.TemporaryDirectory(prefix="ganray-chromium-") as profile:
+    # Chromium's helper processes may still be writing the profile for a moment after the
+    # browser exits: stop the whole process group, and never fail on the profile's cleanup.
+    with tempfile.TemporaryDirectory(prefix="ganray-chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [exe, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: the browser and its helpers
         )
         try:
             port = _devtools_port(profile, proc, timeout)
             return asyncio.run(_drive(port, url, expression, screenshot, timeout))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End the browser and every helper process it started (its process group)."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+        time.sleep(0.5)  # let helpers that saw the signal exit before the profile is removed
 
 
 def _devtools_port(profile: str, proc: subprocess.Popen, timeout: float) -> int:
