@@ -54,10 +54,10 @@ def world(tmp_path_factory):
 # (name, argv with {root}/{ckpt}/{exp} placeholders, exit status, fragment of the one-line error,
 #  paths below the work dir that must not exist afterwards)
 CASES = [
-    ("storage one slash", ["train", "--storage", "s3:/x"], 1, "did you mean 's3://x'", ["s3:"]),
-    ("storage no bucket", ["train", "--storage", "s3://"], 1, "names no bucket", ["s3:"]),
-    ("storage gs", ["train", "--storage", "gs://b/runs"], 1, "gs:// filesystem is not installed", ["gs:"]),
-    ("storage memory", ["train", "--storage", "memory://"], 1, "memory:// lives inside one process", ["memory:"]),
+    ("storage one slash", ["train", "--storage", "s3:/x"], 2, "did you mean 's3://x'", ["s3:"]),
+    ("storage no bucket", ["train", "--storage", "s3://"], 2, "names no bucket", ["s3:"]),
+    ("storage gs", ["train", "--storage", "gs://b/runs"], 2, "gs:// filesystem is not installed", ["gs:"]),
+    ("storage memory", ["train", "--storage", "memory://"], 2, "memory:// lives inside one process", ["memory:"]),
     ("run name escape", ["train", "--storage", "runs", "--run-name", "../../escape"], 1,
      "is not a single folder name", ["runs", "../../escape", "../escape"]),
     ("lr nan", ["train", "--set", "optim.lr=nan"], 1, "optim.lr: nan is not a finite number", []),
