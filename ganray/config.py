@@ -40,7 +40,7 @@ def _f(default: Any, help: str = "", **rules: Any) -> Any:
     return field(default=default, metadata={"help": help, **rules})
 
 
-ARCHS = ("dcgan", "dcgan-mapping", "dcgan-adain", "dcgan-demod", "stylegan2")
+ARCHS = ("dcgan", "dcgan-mapping", "dcgan-adain", "dcgan-demod", "stylegan2", "progan")
 OPTIMIZERS = ("adam", "rmsprop", "sgd", "nesterov")
 SCHEDULERS = ("none", "step", "exponential", "cosine")
 LOSSES = ("bce", "hinge", "wgan-gp")
@@ -85,6 +85,21 @@ class StyleGAN2Config:
 
 
 @dataclass
+class ProGANConfig:
+    """The ``progan`` family's own section (``model.progan``); widths as ``model.stylegan2``'s.
+
+    ``channels(res) = min(2 * network_capacity * resolution // res, fmap_max)``
+    (Karras 2018 used fmap_base 8192 and fmap_max 512 at 1024 px).
+    """
+
+    network_capacity: int = _f(16, "width knob: channel_base = 2 * capacity * resolution", min=1, max=4096)
+    fmap_max: int = _f(512, "largest feature-map count", min=1, max=4096)
+    mbstd_group: int = _f(
+        4, "minibatch-stddev group (images); per-worker batch must be a multiple", min=1, max=64
+    )
+
+
+@dataclass
 class ModelConfig:
     """Network architecture. ``arch`` picks the registry entry in ganray.models."""
 
@@ -99,6 +114,7 @@ class ModelConfig:
     spectral_norm: bool = _f(False, "spectral normalization on every discriminator layer")
     batchnorm_g: bool = _f(True, "BatchNorm in the generator (plain/mapping variants)")
     stylegan2: StyleGAN2Config = field(default_factory=StyleGAN2Config)
+    progan: ProGANConfig = field(default_factory=ProGANConfig)
 
 
 @dataclass
@@ -172,6 +188,28 @@ class AugmentConfig:
 
 
 @dataclass
+class ProgressiveConfig:
+    """Progressive growing (``train.progressive``; Karras 2018): resolution phases with fade-in.
+
+    Phase 0 trains at ``start_resolution`` for ``stable_kimg``; each later
+    phase doubles the resolution, fades the new block in over ``fade_kimg``
+    (alpha 0 -> 1), then trains it for ``stable_kimg``; the last phase
+    (``model.resolution``) runs until training ends. NVlabs: 600 kimg each.
+    Tables map a resolution to a value, e.g. ``"4:128,8:128,16:64"``; a
+    resolution missing from a table uses ``train.batch_size`` / ``optim.lr``.
+    See ganray.train.progressive.
+    """
+
+    enabled: bool = _f(False, "grow from start_resolution to model.resolution (progan/stylegan)")
+    start_resolution: int = _f(4, "resolution of phase 0, in pixels", choices=(4, 8))
+    fade_kimg: float = _f(600.0, "thousands of images per fade-in (NVlabs 600)", min=0.0, max=1e6)
+    stable_kimg: float = _f(600.0, "thousands of images per stable part (NVlabs 600)", min=0.001, max=1e6)
+    batch_sizes: str = _f("", "global batch per resolution, e.g. '4:128,8:128,16:64' ('' = batch_size)")
+    lrs: str = _f("", "learning rate per resolution, e.g. '4:1e-3,32:2e-3' ('' = optim.lr)")
+    reset_optimizer: bool = _f(False, "new optimizer state at the start of each phase")
+
+
+@dataclass
 class TrainConfig:
     """The training loop."""
 
@@ -190,6 +228,7 @@ class TrainConfig:
     )
     reg: RegConfig = field(default_factory=RegConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
     seed: int = _f(0, "seed for weights, noise and data order (numpy's range)", min=0, max=2**32 - 1)
     grid_size: int = _f(64, "images in each sample grid", min=1, max=1024)
     keep_checkpoints: int = _f(3, "newest checkpoints kept (the best one is always kept)", min=1)
@@ -373,6 +412,10 @@ def _check_consistency(cfg: Config) -> None:
             "train.loss=wgan-gp needs a discriminator without BatchNorm (the gradient penalty is "
             "per image): set model.spectral_norm=true, or use train.loss=bce or hinge"
         )
+    if cfg.train.progressive.enabled or cfg.model.arch == "progan":
+        from ganray.train.progressive import check_progressive
+
+        check_progressive(cfg)
     if cfg.train.batch_size % cfg.train.workers:
         raise ConfigError(
             f"train.batch_size ({cfg.train.batch_size}) must be divisible by train.workers "

@@ -278,7 +278,7 @@ def test_modulated_conv_matches_per_image_conv():
     torch.testing.assert_close(conv(x, w), expected)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a != "progan"])  # progan: tests/test_progan.py
 def test_every_parameter_gets_a_gradient(arch):
     # DDP (without find_unused_parameters) fails on parameters that take no part in the loss.
     G, D = build_models(small(arch=arch, spectral_norm=arch == "dcgan-demod"))

@@ -1,0 +1,182 @@
+"""Progressive growing (Karras et al. 2018): which resolution and fade-in alpha apply after N images.
+
+The schedule is a pure function of the number of training images seen, so
+the training state only needs that integer (``GanState.extra["images"]``)
+for a resumed run to continue at the same phase and the same alpha.
+
+Phases (``train.progressive``), with F = fade images and S = stable images:
+
+- phase 0 trains at ``start_resolution`` for images ``[0, S)``, alpha 1;
+- phase p >= 1 starts at ``S + (p - 1) * (F + S)`` at twice the previous
+  resolution: for its first F images alpha = images_in_phase / F (0 at the
+  first image, reaching 1 at images_in_phase = F), then alpha 1 for S images;
+- the last phase (``model.resolution``) never ends.
+
+The stage of a step is read from the images seen *before* the step, so a
+batch that straddles a boundary is trained at the stage it started in.
+NVlabs' own schedule (``training_schedule`` in progressive_networks) is the
+same with a stable part first in every phase; here the fade comes first in a
+phase so that "phase p" means "resolution start * 2**p is in use".
+
+Real images are served at the stage's resolution and blended exactly as G
+blends its output (``real_images``): box-downsampled to the resolution and,
+during a fade, mixed by alpha with their own 2x box-downsampled copy
+upsampled back (nearest), as NVlabs' ``process_reals``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ganray.config import Config, ConfigError, ProgressiveConfig
+
+GROWING_ARCHS = ("progan",)  # architectures with a toRGB/fromRGB per resolution and fade-in
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Where training is: ``phase`` index, ``resolution`` in px, fade-in ``alpha`` in [0, 1]."""
+
+    phase: int
+    resolution: int
+    alpha: float
+    images_in_phase: int
+
+    @property
+    def fading(self) -> bool:
+        return self.alpha < 1.0
+
+
+def resolutions(start: int, final: int) -> list[int]:
+    """The resolutions of the phases, ``start, 2*start, ..., final`` (both powers of two)."""
+    for name, r in (("start", start), ("final", final)):
+        if r < 4 or r & (r - 1):
+            raise ValueError(f"{name} resolution {r} must be a power of two >= 4")
+    if start > final:
+        raise ValueError(f"start resolution {start} is above the final resolution {final}")
+    return [start * 2**i for i in range(int(math.log2(final // start)) + 1)]
+
+
+def stage_at(images: int, start: int, final: int, fade_images: int, stable_images: int) -> Stage:
+    """The stage after ``images`` training images (see the module docstring for the rule)."""
+    if images < 0:
+        raise ValueError(f"images seen must be >= 0, got {images}")
+    if fade_images < 0 or stable_images < 1:
+        raise ValueError(f"need fade_images >= 0 and stable_images >= 1, got {fade_images}, {stable_images}")
+    res = resolutions(start, final)
+    if images < stable_images or len(res) == 1:
+        return Stage(0, res[0], 1.0, images)
+    period = fade_images + stable_images
+    phase = min(1 + (images - stable_images) // period, len(res) - 1)
+    t = images - stable_images - (phase - 1) * period
+    alpha = min(t / fade_images, 1.0) if fade_images > 0 else 1.0
+    return Stage(phase, res[phase], alpha, t)
+
+
+def parse_table(text: str, key: str, allowed: list[int], integer: bool) -> dict[int, float]:
+    """``"4:128,8:64"`` -> ``{4: 128, 8: 64}``; ConfigError naming ``key`` if malformed."""
+    table: dict[int, float] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        res_s, sep, val_s = item.partition(":")
+        try:
+            res, val = int(res_s), float(val_s)
+        except ValueError:
+            res, val, sep = 0, 0.0, ""
+        if not sep:
+            raise ConfigError(f"{key}: {item!r} is not 'resolution:value', e.g. '4:128,8:64'")
+        if res not in allowed:
+            raise ConfigError(
+                f"{key}: resolution {res} is not a phase of this run; phases: {', '.join(map(str, allowed))}"
+            )
+        if res in table:
+            raise ConfigError(f"{key}: resolution {res} is given twice")
+        if not (math.isfinite(val) and val > 0) or (integer and not val.is_integer()):
+            kind = "a positive integer" if integer else "a positive number"
+            raise ConfigError(f"{key}: value {val_s.strip()!r} for {res} px must be {kind}")
+        table[res] = int(val) if integer else val
+    return table
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A run's progressive schedule: stages, and batch size / learning rate per resolution."""
+
+    start: int
+    final: int
+    fade_images: int
+    stable_images: int
+    batch_sizes: dict[int, float]
+    lrs: dict[int, float]
+    default_batch: int
+    default_lr: float
+
+    def stage(self, images: int) -> Stage:
+        return stage_at(images, self.start, self.final, self.fade_images, self.stable_images)
+
+    def batch_size(self, resolution: int) -> int:
+        return int(self.batch_sizes.get(resolution, self.default_batch))
+
+    def lr(self, resolution: int) -> float:
+        return float(self.lrs.get(resolution, self.default_lr))
+
+
+def build_schedule(cfg: Config) -> Schedule:
+    """The schedule of ``cfg`` (growing off: one phase at ``model.resolution``)."""
+    p: ProgressiveConfig = cfg.train.progressive
+    final = cfg.model.resolution
+    start = p.start_resolution if p.enabled else final
+    allowed = resolutions(start, final)
+    key = "train.progressive"
+    return Schedule(
+        start=start,
+        final=final,
+        fade_images=round(p.fade_kimg * 1000),
+        stable_images=max(round(p.stable_kimg * 1000), 1),
+        batch_sizes=parse_table(p.batch_sizes, f"{key}.batch_sizes", allowed, integer=True),
+        lrs=parse_table(p.lrs, f"{key}.lrs", allowed, integer=False),
+        default_batch=cfg.train.batch_size,
+        default_lr=cfg.optim.lr,
+    )
+
+
+def check_progressive(cfg: Config) -> None:
+    """Cross-section rules of ``train.progressive``; ConfigError naming the fix."""
+    if cfg.train.progressive.enabled and cfg.model.arch not in GROWING_ARCHS:
+        raise ConfigError(
+            f"train.progressive.enabled needs a growing architecture ({', '.join(GROWING_ARCHS)}); "
+            f"model.arch is {cfg.model.arch!r}: set train.progressive.enabled=false"
+        )
+    sched = build_schedule(cfg)
+    for res in resolutions(sched.start, sched.final):
+        b = sched.batch_size(res)
+        if b % cfg.train.workers:
+            raise ConfigError(
+                f"train.progressive.batch_sizes: {b} at {res} px must be divisible by train.workers "
+                f"({cfg.train.workers})"
+            )
+        if b > 65536:
+            raise ConfigError(f"train.progressive.batch_sizes: {b} at {res} px is above 65536")
+        if sched.lr(res) > 1.0:
+            raise ConfigError(f"train.progressive.lrs: {sched.lr(res)} at {res} px is above 1.0")
+
+
+def real_images(x: torch.Tensor, stage: Stage) -> torch.Tensor:
+    """Reals ``[N, C, R, R]`` at ``stage.resolution``, faded like G's output (module docstring)."""
+    r = stage.resolution
+    if x.shape[-1] % r:
+        raise ValueError(f"images of side {x.shape[-1]} cannot be reduced to {r} px")
+    if x.shape[-1] != r:
+        x = F.avg_pool2d(x, x.shape[-1] // r)
+    if stage.fading:
+        low = F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="nearest")
+        x = torch.lerp(low, x, stage.alpha)
+    return x
+
+
+def to_full_size(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Nearest-neighbour upsampling to ``size`` px, so grids and FID inputs show the growth."""
+    return x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="nearest")
