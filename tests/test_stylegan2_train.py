@@ -153,3 +153,26 @@ def test_phases_and_two_gloo_ranks_equal_one_process(tmp_path):
         assert torch.allclose(p1, p2, atol=1e-5, rtol=1e-4)
     assert two["extra"]["pl_mean"] == pytest.approx(single.extra["pl_mean"], rel=1e-5)
     assert two["extra"]["aug_p"] == pytest.approx(single.extra["aug_p"])
+
+
+def test_short_fashion_mnist_run_improves_the_offline_fid(tmp_path):
+    """640 real images of training lower FID (offline backbone, 300 samples) below init's."""
+    cfg = load_config(
+        "stylegan2-quickstart",
+        [
+            f"storage.uri={tmp_path}",
+            "storage.run_name=run",
+            "data.subset=2000",
+            "model.stylegan2.network_capacity=4",
+            "model.stylegan2.fmap_max=64",
+            "train.batch_size=16",
+            "train.max_steps_per_epoch=40",
+            "train.epochs=1",
+            "train.grid_size=4",
+            "metrics.num_samples=300",
+        ],
+    )
+    trainer = Trainer(cfg)
+    before = trainer._evaluate(cfg.train.epochs)["fid"]
+    after = trainer.fit()[-1]["fid"]
+    assert after < 0.9 * before, (before, after)
