@@ -107,13 +107,13 @@ def test_growing_needs_a_growing_arch():
 def test_reals_are_blended_like_fakes():
     x = torch.randn(2, 1, 32, 32)
     x8 = F.avg_pool2d(x, 4)
-    assert torch.equal(real_images(x, Stage(1, 8, 1.0, 0)), x8)
+    assert torch.equal(real_images(x, 8, 1.0), x8)
     low = F.interpolate(F.avg_pool2d(x8, 2), scale_factor=2, mode="nearest")
-    assert torch.equal(real_images(x, Stage(1, 8, 0.0, 0)), low)
-    assert torch.allclose(real_images(x, Stage(1, 8, 0.25, 0)), 0.75 * low + 0.25 * x8)
-    assert torch.equal(real_images(x, Stage(3, 32, 1.0, 0)), x)
+    assert torch.equal(real_images(x, 8, 0.0), low)
+    assert torch.allclose(real_images(x, 8, 0.25), 0.75 * low + 0.25 * x8)
+    assert torch.equal(real_images(x, 32), x)
     with pytest.raises(ValueError, match="cannot be reduced"):
-        real_images(torch.randn(1, 1, 24, 24), Stage(0, 16, 1.0, 0))
+        real_images(torch.randn(1, 1, 24, 24), 16)
 
 
 def test_full_size_is_nearest():

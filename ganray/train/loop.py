@@ -30,7 +30,7 @@ from ganray.data import DataError, build_dataset, train_val_split
 from ganray.models import build_models
 from ganray.optim import build_optimizers, build_scheduler
 from ganray.storage import Storage, join
-from ganray.train import artifacts
+from ganray.train import artifacts, progressive
 from ganray.train.batches import Batches, subset_indices
 from ganray.train.distributed import DistContext, compute_plan, to_channels_last, unwrap
 from ganray.train.lease import Lease, LeaseError, new_owner
@@ -160,6 +160,8 @@ class Trainer:
             scaler_g=scaler_g,
             scaler_d=scaler_d,
         )
+        self.growth = progressive.build_schedule(c)
+        progressive.apply_stage(self.state, self.growth)
         self.sched_g = build_scheduler(opt_g, c.schedule, c.train.epochs)
         self.sched_d = build_scheduler(opt_d, c.schedule, c.train.epochs)
         # Per-rank seed for anything random beyond the shared noise stream.
@@ -212,6 +214,7 @@ class Trainer:
                 obj.load_state_dict(sd[name])
         restore_rng(sd["rng"], s.noise, self.ctx.device)
         s.extra = to_device(sd.get("extra", {}), self.ctx.device)
+        progressive.apply_stage(s, self.growth)  # the stage (and alpha) of the images seen
         self.epoch, self.images_seen, self.history = sd["epoch"], sd["images_seen"], list(sd["history"])
         self.resumed_at = [*sd.get("resumed_at", []), self.epoch]
 
@@ -327,7 +330,8 @@ class Trainer:
         global_batch = c.train.batch_size
         last_log = t0
         for real in self.train_batches.epoch(epoch):
-            out = gan_step(s, real, c.train, c.optim, ctx)
+            progressive.apply_stage(s, self.growth)  # growing models: this step's resolution, alpha
+            out = gan_step(s, progressive.stage_reals(s, real), c.train, c.optim, ctx)
             sums += torch.stack([out["d_loss"], out["g_loss"], out["d_acc_real"], out["d_acc_fake"]])
             steps += 1
             self.images_seen += global_batch
@@ -356,6 +360,7 @@ class Trainer:
             "lr_g": lr_g,
             "lr_d": lr_d,
             **training_state_metrics(s),  # pl_mean, aug_p, ada_rt when those phases run
+            **progressive.stage_metrics(s),  # resolution, alpha of the epoch's last step (growing)
         }
         row.update(self._evaluate(epoch))
         return row
@@ -399,6 +404,7 @@ class Trainer:
         gen = torch.Generator(device=ctx.device).manual_seed(c.train.seed + 7919)
         sums = torch.zeros(5, device=ctx.device)  # four per-image sums and the image count
         for real in self.val_batches.epoch(0):
+            real = progressive.stage_reals(s, real)
             n = real.shape[0]
             z = sample_slice(gen, n * ctx.world_size, (G.latent_dim,), ctx)
             rl, fl = D(real).float(), D(G(z)).float()
@@ -446,6 +452,7 @@ class Trainer:
         from ganray.metrics.sampling import EvaluationError
 
         G = self.state.G_ema if self.state.G_ema is not None else unwrap(self.state.G)
+        G = progressive.FullSize(G, self.cfg.model.resolution) if "resolution" in self.state.extra else G
         try:
             return evaluate_generator(
                 G,
@@ -476,7 +483,7 @@ class Trainer:
         with torch.no_grad():
             x = G(torch.randn(n, G.latent_dim, generator=gen, device=self.ctx.device))
         G.train(was_training)
-        return x
+        return progressive.to_full_size(x, self.cfg.model.resolution)
 
     def _save_grid(self, epoch: int) -> None:
         images = self.sample(self.cfg.train.grid_size, self.cfg.train.seed + 1)

@@ -31,8 +31,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ganray.config import Config, ConfigError, ProgressiveConfig
+from ganray.train.distributed import unwrap
+from ganray.train.step import GanState
 
 GROWING_ARCHS = ("progan",)  # architectures with a toRGB/fromRGB per resolution and fade-in
 
@@ -164,17 +167,61 @@ def check_progressive(cfg: Config) -> None:
             raise ConfigError(f"train.progressive.lrs: {sched.lr(res)} at {res} px is above 1.0")
 
 
-def real_images(x: torch.Tensor, stage: Stage) -> torch.Tensor:
-    """Reals ``[N, C, R, R]`` at ``stage.resolution``, faded like G's output (module docstring)."""
-    r = stage.resolution
+def real_images(x: torch.Tensor, resolution: int, alpha: float = 1.0) -> torch.Tensor:
+    """Reals ``[N, C, R, R]`` at ``resolution``, faded by ``alpha`` like G's output (module docstring)."""
+    r = resolution
     if x.shape[-1] % r:
         raise ValueError(f"images of side {x.shape[-1]} cannot be reduced to {r} px")
     if x.shape[-1] != r:
         x = F.avg_pool2d(x, x.shape[-1] // r)
-    if stage.fading:
+    if alpha < 1.0:
         low = F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="nearest")
-        x = torch.lerp(low, x, stage.alpha)
+        x = torch.lerp(low, x, alpha)
     return x
+
+
+# ---------------------------------------------------------------- the training state
+
+
+def apply_stage(state: GanState, schedule: Schedule) -> Stage | None:
+    """Set G, D and G_ema to the stage of ``state.extra["images"]``; None for non-growing models.
+
+    The stage is recomputed from the images seen (saved in the checkpoint), so
+    a resumed run continues at the same phase and alpha; ``phase``,
+    ``resolution`` and ``alpha`` are also kept in ``state.extra`` for metrics
+    and for anyone reading the checkpoint.
+    """
+    if not hasattr(unwrap(state.G), "set_stage"):
+        return None
+    stage = schedule.stage(int(state.extra.get("images", 0)))
+    for m in (unwrap(state.G), unwrap(state.D), state.G_ema):
+        if m is not None:
+            m.set_stage(stage.resolution, stage.alpha)
+    state.extra.update(phase=stage.phase, resolution=stage.resolution, alpha=stage.alpha)
+    return stage
+
+
+def stage_reals(state: GanState, x: torch.Tensor) -> torch.Tensor:
+    """Reals served at the state's current stage (unchanged for non-growing models)."""
+    if "resolution" not in state.extra:
+        return x
+    return real_images(x, state.extra["resolution"], state.extra["alpha"])
+
+
+def stage_metrics(state: GanState) -> dict[str, float]:
+    """``resolution`` (px) and ``alpha`` columns for metrics rows of growing models."""
+    return {k: float(state.extra[k]) for k in ("resolution", "alpha") if k in state.extra}
+
+
+class FullSize(nn.Module):
+    """``G`` with its images upsampled (nearest) to ``size`` px: grids and FID see every stage."""
+
+    def __init__(self, G: nn.Module, size: int):
+        super().__init__()
+        self.G, self.size, self.latent_dim = G, size, G.latent_dim
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return to_full_size(self.G(z), self.size)
 
 
 def to_full_size(x: torch.Tensor, size: int) -> torch.Tensor:
