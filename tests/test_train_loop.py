@@ -127,24 +127,30 @@ def test_other_architecture_checkpoint_is_refused(tmp_path):
 
 
 def test_dcgan_learns_on_fashion_mnist(tmp_path):
-    """A short real run: D's accuracy and both losses move away from their initial values."""
+    """A short real run: the offline FID (shipped Fashion-MNIST classifier) falls far below
+    its value at epoch 0. Measured: 324.6 -> 142.9 after 4 epochs of 59 steps (ratio 0.44);
+    a generator that does not learn stays near 300."""
     cfg = tiny(
         tmp_path,
         "train.max_steps_per_epoch=0",
         "data.subset=2000",
-        "train.epochs=2",
-        "model.ngf=16",
+        "train.epochs=4",
+        "model.ngf=32",
         "model.ndf=16",
-        "train.batch_size=64",
+        "optim.d_lr_ratio=0.5",  # a slower D keeps G's gradients useful in so few steps
+        "schedule.name=none",  # constant lr (tiny() halves it every epoch)
+        "train.batch_size=32",
+        "metrics.fid=true",
+        "metrics.backbone=fashion-mnist-classifier",  # the same backbone on every machine
+        "metrics.num_samples=500",
+        "metrics.eval_every=4",  # FID at the end only (and at epoch 0 below)
     )
     trainer = Trainer(cfg)
-    before = trainer._validate()
+    before = trainer._evaluate(0)
     after = trainer.fit()[-1]
-    # At initialisation D is at chance (~0.5) and its BCE loss near log 4 = 1.386.
-    assert abs(before["val_d_acc_real"] + before["val_d_acc_fake"] - 1.0) < 0.5
-    assert abs(after["val_d_loss"] - before["val_d_loss"]) > 0.2
-    assert abs(after["val_g_loss"] - before["val_g_loss"]) > 0.2
-    assert after["d_acc_real"] + after["d_acc_fake"] > 1.2  # D beats chance on training batches
+    assert before["fid_backbone"] == after["fid_backbone"] == "fashion-mnist-classifier"
+    assert before["fid"] > 250  # noise-like samples
+    assert after["fid"] < 0.6 * before["fid"], (before["fid"], after["fid"])
 
 
 def _as_older_release(storage, run, old_config):
