@@ -407,7 +407,8 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError(
             f"data.channels ({cfg.data.channels}) must equal model.channels ({cfg.model.channels})"
         )
-    if cfg.train.loss == "wgan-gp" and not cfg.model.spectral_norm:
+    # Only the DCGAN family has BatchNorm in D (dropped with spectral_norm); progan/stylegan2 have none.
+    if cfg.train.loss == "wgan-gp" and cfg.model.arch.startswith("dcgan") and not cfg.model.spectral_norm:
         raise ConfigError(
             "train.loss=wgan-gp needs a discriminator without BatchNorm (the gradient penalty is "
             "per image): set model.spectral_norm=true, or use train.loss=bce or hinge"

@@ -6,9 +6,17 @@ import json
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ganray.config import load_config
+from ganray.models import build_models
+from ganray.optim import build_optimizers
+from ganray.train.distributed import DistContext, unwrap
 from ganray.train.loop import Trainer
+from ganray.train.progressive import real_images
+from ganray.train.step import GanState, gan_step
 
 # Batches of 8, 2 steps per epoch: phase 0 (4 px) is images [0, 8), the 8 px fade is [8, 32).
 # Steps start at 0, 8 | 16, 24 | 32, 40: epoch 2 trains mid-fade (alpha 1/3 and 2/3).
@@ -71,3 +79,73 @@ def test_samples_are_full_size_at_every_stage(tmp_path):
     t = Trainer(cfg(tmp_path, 1))
     assert t.state.extra["resolution"] == 4
     assert t.sample(2, seed=0).shape == (2, 1, 32, 32)
+
+
+# ---------------------------------------------------------------- losses and DDP mid-fade
+
+STEPS = 2
+CPU = torch.device("cpu")
+
+
+def step_cfg(*extra):
+    return cfg("unused", 1, *extra)
+
+
+def make_state(c, wrap=lambda m: m):
+    torch.manual_seed(0)
+    G, D = build_models(c.model)
+    for m in (G, D):
+        m.set_stage(8, 0.5)  # mid-fade: both 8 px heads and the 4 px heads are live
+    opt_g, opt_d = build_optimizers(G, D, c.optim, c.train.reg)
+    return GanState(wrap(G), wrap(D), opt_g, opt_d, torch.Generator().manual_seed(1))
+
+
+def reals(n=8):
+    x = torch.rand(n, 1, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    return real_images(x, 8, 0.5)
+
+
+@pytest.mark.parametrize(
+    "losses",
+    [
+        ("train.loss=wgan-gp", "train.drift=0.001"),  # the StyleGAN study's loss
+        ("train.loss=bce", "train.reg.r1_gamma=1.0", "train.reg.r1_interval=1"),  # NVlabs' default
+    ],
+)
+def test_both_losses_train_mid_fade(losses):
+    c = step_cfg(*losses)
+    state = make_state(c)
+    before = [p.detach().clone() for p in unwrap(state.G).torgb["4"].parameters()]
+    for _ in range(STEPS):
+        out = gan_step(state, reals(), c.train, c.optim, DistContext(device=CPU))
+        assert all(bool(torch.isfinite(v)) for v in out.values())
+    # The previous stage's toRGB still learns during the fade.
+    assert any(not torch.equal(a, b) for a, b in zip(before, state.G.torgb["4"].parameters()))
+
+
+def _params(state):
+    return [p.detach().clone() for m in (state.G, state.D) for p in unwrap(m).parameters()]
+
+
+def _rank_main(rank, init_file, out_file):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    c = step_cfg("train.reg.r1_gamma=1.0", "train.reg.r1_interval=1")
+    state = make_state(c, wrap=DDP)  # no find_unused_parameters: inactive stages are in the graph
+    ctx = DistContext(rank, 2, CPU)
+    for _ in range(STEPS):
+        gan_step(state, reals()[rank * 4 : (rank + 1) * 4], c.train, c.optim, ctx)
+    if rank == 0:
+        torch.save(_params(state), out_file)
+    dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_mid_fade_equal_one_process(tmp_path):
+    c = step_cfg("train.reg.r1_gamma=1.0", "train.reg.r1_interval=1")
+    single = make_state(c)
+    for _ in range(STEPS):
+        gan_step(single, reals(), c.train, c.optim, DistContext(device=CPU))
+    out = tmp_path / "rank0.pt"
+    mp.spawn(_rank_main, args=(str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    for p1, p2 in zip(_params(single), torch.load(out, weights_only=True)):
+        assert torch.allclose(p1, p2, atol=1e-5, rtol=1e-4)
