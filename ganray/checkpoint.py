@@ -292,10 +292,16 @@ def load_latest(storage: Storage, run_uri: str) -> dict[str, Any] | None:
 def best_checkpoint(
     storage: Storage, run_uri: str, metric: str = "fid", mode: str = "min"
 ) -> CheckpointInfo | None:
-    """The checkpoint with the best value of ``metric`` in its sidecar (None if no value)."""
+    """The checkpoint with the best value of ``metric`` in its sidecar (None if no value).
+
+    Progressive runs (sidecars with a ``resolution``) pick only among epochs at
+    the highest resolution reached: an FID at 8 px is not comparable to one at 32 px.
+    """
     scored = [c for c in list_checkpoints(storage, run_uri) if _finite(c.metrics.get(metric))]
     if not scored:
         return None
+    top = max((float(c.metrics.get("resolution", 0)) for c in scored), default=0.0)
+    scored = [c for c in scored if float(c.metrics.get("resolution", 0)) == top]
     pick = min if mode == "min" else max
     return pick(scored, key=lambda c: float(c.metrics[metric]))
 

@@ -29,6 +29,9 @@ def generator_from_state(state: dict[str, Any], use_ema: bool = True) -> tuple[n
     G, _ = build_models(cfg.model)
     which = "G_ema" if use_ema and "G_ema" in state else "G"
     G.load_state_dict(state[which])
+    extra = state.get("extra", {})
+    if hasattr(G, "set_stage") and "resolution" in extra:  # a progressive run: its current stage
+        G.set_stage(int(extra["resolution"]), float(extra["alpha"]))
     return G.eval().requires_grad_(False), cfg, which
 
 

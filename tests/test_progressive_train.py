@@ -10,12 +10,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from ganray import checkpoint as ckpt
 from ganray.config import load_config
+from ganray.inference import generator_from_state
 from ganray.models import build_models
 from ganray.optim import build_optimizers
+from ganray.storage import Storage
+from ganray.train import progressive
 from ganray.train.distributed import DistContext, unwrap
 from ganray.train.loop import Trainer
-from ganray.train.progressive import real_images
+from ganray.train.progressive import build_schedule, real_images
 from ganray.train.step import GanState, gan_step
 
 # Batches of 8, 2 steps per epoch: phase 0 (4 px) is images [0, 8), the 8 px fade is [8, 32).
@@ -149,3 +153,39 @@ def test_two_gloo_ranks_mid_fade_equal_one_process(tmp_path):
     mp.spawn(_rank_main, args=(str(tmp_path / "init"), str(out)), nprocs=2, join=True)
     for p1, p2 in zip(_params(single), torch.load(out, weights_only=True)):
         assert torch.allclose(p1, p2, atol=1e-5, rtol=1e-4)
+
+
+def test_optimizer_state_restarts_with_each_phase():
+    c = step_cfg("train.progressive.reset_optimizer=true")
+    state, sched = make_state(c), build_schedule(c)
+    steps = []
+    for _ in range(3):  # images 0 (phase 0), 8 (phase 1 begins), 16 (phase 1)
+        progressive.apply_stage(state, sched)
+        gan_step(
+            state, progressive.stage_reals(state, reals_full()), c.train, c.optim, DistContext(device=CPU)
+        )
+        steps.append(int(next(iter(state.opt_g.state.values()))["step"]))
+    assert steps == [1, 1, 2]
+    kept = make_state(step_cfg())
+    for _ in range(3):
+        progressive.apply_stage(kept, build_schedule(step_cfg()))
+        gan_step(kept, progressive.stage_reals(kept, reals_full()), c.train, c.optim, DistContext(device=CPU))
+    assert int(next(iter(kept.opt_g.state.values()))["step"]) == 3
+
+
+def reals_full(n=8):
+    return torch.rand(n, 1, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+
+
+def test_a_checkpoint_generates_at_its_stage_and_best_is_at_the_top_resolution(tmp_path):
+    t = Trainer(cfg(tmp_path, 1))
+    t.state.extra["images"] = STABLE_IMAGES + FADE_IMAGES // 2
+    progressive.apply_stage(t.state, t.growth)
+    G, _, _ = generator_from_state(t.state_dict())
+    assert (G.stage_resolution, G.alpha) == (8, 0.5)
+    assert G(torch.randn(2, 8)).shape == (2, 1, 8, 8)
+    storage, run = Storage(), str(tmp_path / "r")
+    rows = [(1, 4, 5.0), (2, 8, 50.0), (3, 8, 40.0), (4, 8, 45.0)]  # a low-res FID is not comparable
+    for epoch, res, fid in rows:
+        ckpt.save_checkpoint(storage, run, {"epoch": epoch}, {"fid": fid, "resolution": res, "alpha": 1.0})
+    assert ckpt.best_checkpoint(storage, run).epoch == 3

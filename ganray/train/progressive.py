@@ -116,6 +116,7 @@ class Schedule:
     lrs: dict[int, float]
     default_batch: int
     default_lr: float
+    reset_optimizer: bool = False
 
     def stage(self, images: int) -> Stage:
         return stage_at(images, self.start, self.final, self.fade_images, self.stable_images)
@@ -143,6 +144,7 @@ def build_schedule(cfg: Config) -> Schedule:
         lrs=parse_table(p.lrs, f"{key}.lrs", allowed, integer=False),
         default_batch=cfg.train.batch_size,
         default_lr=cfg.optim.lr,
+        reset_optimizer=p.enabled and p.reset_optimizer,
     )
 
 
@@ -187,13 +189,18 @@ def apply_stage(state: GanState, schedule: Schedule) -> Stage | None:
     """Set G, D and G_ema to the stage of ``state.extra["images"]``; None for non-growing models.
 
     The stage is recomputed from the images seen (saved in the checkpoint), so
-    a resumed run continues at the same phase and alpha; ``phase``,
+    a resumed run continues at the same phase and alpha. With
+    ``reset_optimizer`` the optimizers' state is cleared when the phase
+    changes (the previous phase is read from ``extra``, so a resume agrees). ``phase``,
     ``resolution`` and ``alpha`` are also kept in ``state.extra`` for metrics
     and for anyone reading the checkpoint.
     """
     if not hasattr(unwrap(state.G), "set_stage"):
         return None
     stage = schedule.stage(int(state.extra.get("images", 0)))
+    if schedule.reset_optimizer and state.extra.get("phase", stage.phase) != stage.phase:
+        for opt in (state.opt_g, state.opt_d):
+            opt.state.clear()  # moments and step counts start over in the new phase
     for m in (unwrap(state.G), unwrap(state.D), state.G_ema):
         if m is not None:
             m.set_stage(stage.resolution, stage.alpha)
