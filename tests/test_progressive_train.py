@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ganray import checkpoint as ckpt
-from ganray.config import load_config
+from ganray.config import ConfigError, load_config
 from ganray.inference import generator_from_state
 from ganray.models import build_models
 from ganray.optim import build_optimizers
@@ -189,3 +189,16 @@ def test_a_checkpoint_generates_at_its_stage_and_best_is_at_the_top_resolution(t
     for epoch, res, fid in rows:
         ckpt.save_checkpoint(storage, run, {"epoch": epoch}, {"fid": fid, "resolution": res, "alpha": 1.0})
     assert ckpt.best_checkpoint(storage, run).epoch == 3
+
+
+def test_learning_rate_follows_the_resolution_table():
+    c = step_cfg("train.progressive.lrs=8:1e-3", "optim.d_lr_ratio=2")
+    state, sched = make_state(c), build_schedule(c)
+    built = state.opt_g.param_groups[0]["lr"], state.opt_d.param_groups[0]["lr"]
+    for images, ratio in ((0, 1.0), (STABLE_IMAGES, 5.0), (0, 1.0)):  # 4 px: optim.lr; 8 px: 1e-3
+        state.extra["images"] = images
+        progressive.apply_stage(state, sched)
+        now = state.opt_g.param_groups[0]["lr"], state.opt_d.param_groups[0]["lr"]
+        assert now == pytest.approx((built[0] * ratio, built[1] * ratio))
+    with pytest.raises(ConfigError, match="both set the learning rate"):
+        step_cfg("train.progressive.lrs=8:1e-3", "schedule.name=cosine")

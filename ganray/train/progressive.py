@@ -167,6 +167,11 @@ def check_progressive(cfg: Config) -> None:
             raise ConfigError(f"train.progressive.batch_sizes: {b} at {res} px is above 65536")
         if sched.lr(res) > 1.0:
             raise ConfigError(f"train.progressive.lrs: {sched.lr(res)} at {res} px is above 1.0")
+    if sched.lrs and cfg.schedule.name != "none":
+        raise ConfigError(
+            f"train.progressive.lrs and schedule.name={cfg.schedule.name} both set the learning rate; "
+            f"use one (schedule.name=none with a per-resolution table)"
+        )
 
 
 def real_images(x: torch.Tensor, resolution: int, alpha: float = 1.0) -> torch.Tensor:
@@ -204,8 +209,18 @@ def apply_stage(state: GanState, schedule: Schedule) -> Stage | None:
     for m in (unwrap(state.G), unwrap(state.D), state.G_ema):
         if m is not None:
             m.set_stage(stage.resolution, stage.alpha)
+    if schedule.lrs:  # (only then: schedule.name is none, nothing else moves the lr)
+        _set_lr(state, schedule.lr(stage.resolution) / schedule.default_lr)
     state.extra.update(phase=stage.phase, resolution=stage.resolution, alpha=stage.alpha)
     return stage
+
+
+def _set_lr(state: GanState, ratio: float) -> None:
+    """Every param group's lr = its lr as built (TTUR, lazy-reg correction kept) * ``ratio``."""
+    for opt in (state.opt_g, state.opt_d):
+        for group in opt.param_groups:
+            group.setdefault("built_lr", group["lr"])  # saved with the optimizer state
+            group["lr"] = group["built_lr"] * ratio
 
 
 def stage_reals(state: GanState, x: torch.Tensor) -> torch.Tensor:
