@@ -21,6 +21,7 @@ TIMING = ("epoch_seconds", "images_per_s")  # wall-clock columns differ between 
 # Small-network settings of each family's own config section (model.<family>); a family
 # added without an entry here fails test_tiny_networks_are_tiny instead of slowing CI.
 TINY = {
+    "progan": ["model.progan.network_capacity=2", "model.progan.fmap_max=16"],
     "stylegan2": [
         "model.stylegan2.network_capacity=2",
         "model.stylegan2.fmap_max=16",
