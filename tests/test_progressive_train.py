@@ -73,6 +73,11 @@ def test_resume_mid_fade_is_bit_for_bit(tmp_path):
     assert rows == [(8.0, 0.0), (8.0, pytest.approx(2 / 3)), (16.0, 0.0)]
     lines = (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["resolution"] for line in lines] == [8.0, 8.0, 16.0]
+    # Per-resolution losses: steps start at 0 (4 px), 8..32 (8 px), 40 (16 px).
+    table = json.loads((tmp_path / "b" / "run" / "loss_by_resolution.json").read_text())
+    assert [(r["resolution"], r["steps"]) for r in table] == [(4, 1), (8, 4), (16, 1)]
+    per_step = sum(row["d_loss"] * row["steps"] for row in b["history"])
+    assert sum(r["d_loss"] * r["steps"] for r in table) == pytest.approx(per_step, rel=1e-5)
 
 
 def unwrap_alpha(trainer):

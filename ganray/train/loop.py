@@ -329,10 +329,12 @@ class Trainer:
         steps, n_steps, t0 = 0, len(self.train_batches), time.time()
         global_batch = c.train.batch_size
         last_log = t0
+        by_res = progressive.LossByResolution()
         for real in self.train_batches.epoch(epoch):
             progressive.apply_stage(s, self.growth)  # growing models: this step's resolution, alpha
             out = gan_step(s, progressive.stage_reals(s, real), c.train, c.optim, ctx)
             sums += torch.stack([out["d_loss"], out["g_loss"], out["d_acc_real"], out["d_acc_fake"]])
+            by_res.add(s, out)
             steps += 1
             self.images_seen += global_batch
             if steps % 25 == 0 or steps == n_steps:
@@ -342,6 +344,7 @@ class Trainer:
                 self._log_progress(epoch, steps, n_steps, steps * global_batch / (last_log - t0), t_start)
         seconds = time.time() - t0
         train = ctx.all_reduce_sum(sums) / (steps * ctx.world_size)
+        by_res.merge_into(s, ctx)
         lr_g, lr_d = s.opt_g.param_groups[0]["lr"], s.opt_d.param_groups[0]["lr"]
         for sched in (self.sched_g, self.sched_d):
             if sched is not None:
@@ -499,6 +502,9 @@ class Trainer:
         uri = ckpt.save_checkpoint(self.storage, self.run_uri, self.state_dict(), row)
         ckpt.prune_checkpoints(self.storage, self.run_uri, self.cfg.train.keep_checkpoints)
         artifacts.write_metrics(self.storage, self.run_uri, self.history)
+        if "loss_by_res" in self.state.extra:  # progressive runs: the per-resolution loss table
+            rows = progressive.loss_table(self.state)
+            self.storage.write_text(join(self.run_uri, progressive.LOSS_TABLE), json.dumps(rows, indent=1))
         return uri
 
 

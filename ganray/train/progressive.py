@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganray.config import Config, ConfigError, ProgressiveConfig
-from ganray.train.distributed import unwrap
+from ganray.train.distributed import DistContext, unwrap
 from ganray.train.step import GanState
 
 GROWING_ARCHS = ("progan",)  # architectures with a toRGB/fromRGB per resolution and fade-in
@@ -233,6 +233,46 @@ def stage_reals(state: GanState, x: torch.Tensor) -> torch.Tensor:
 def stage_metrics(state: GanState) -> dict[str, float]:
     """``resolution`` (px) and ``alpha`` columns for metrics rows of growing models."""
     return {k: float(state.extra[k]) for k in ("resolution", "alpha") if k in state.extra}
+
+
+LOSS_TABLE = "loss_by_resolution.json"  # per-resolution mean losses, beside metrics.jsonl
+
+
+class LossByResolution:
+    """Sums of D and G loss per resolution over an epoch, merged into ``extra["loss_by_res"]``.
+
+    Kept in the training state (so a resumed run's table covers the whole run)
+    as ``{"<px>": [d_loss_sum, g_loss_sum, steps]}`` summed over ranks.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[int, torch.Tensor] = {}
+
+    def add(self, state: GanState, out: dict[str, torch.Tensor]) -> None:
+        if "resolution" in state.extra:
+            r = int(state.extra["resolution"])
+            step = torch.stack(
+                [out["d_loss"].float(), out["g_loss"].float(), torch.ones_like(out["d_loss"].float())]
+            )
+            self.sums[r] = self.sums[r] + step if r in self.sums else step
+
+    def merge_into(self, state: GanState, ctx: DistContext) -> None:
+        """Add this epoch's sums (over all ranks; every rank has the same resolutions) to ``extra``."""
+        table = state.extra.setdefault("loss_by_res", {}) if self.sums else None
+        for r in sorted(self.sums):
+            d, g, n = ctx.all_reduce_sum(self.sums[r]).tolist()
+            old = table.get(str(r), [0.0, 0.0, 0.0])
+            table[str(r)] = [old[0] + d, old[1] + g, old[2] + n]
+        self.sums = {}
+
+
+def loss_table(state: GanState) -> list[dict[str, float]]:
+    """Rows ``{resolution, d_loss, g_loss, steps}`` (means over all steps at that resolution)."""
+    table = state.extra.get("loss_by_res", {})
+    return [
+        {"resolution": int(r), "d_loss": d / n, "g_loss": g / n, "steps": int(n)}
+        for r, (d, g, n) in sorted(table.items(), key=lambda kv: int(kv[0]))
+    ]
 
 
 class FullSize(nn.Module):
