@@ -204,8 +204,11 @@ class ProgressiveConfig:
     start_resolution: int = _f(4, "resolution of phase 0, in pixels", choices=(4, 8))
     fade_kimg: float = _f(600.0, "thousands of images per fade-in (NVlabs 600)", min=0.0, max=1e6)
     stable_kimg: float = _f(600.0, "thousands of images per stable part (NVlabs 600)", min=0.001, max=1e6)
-    batch_sizes: str = _f("", "global batch per resolution, e.g. '4:128,8:128,16:64' ('' = batch_size)")
-    lrs: str = _f("", "learning rate per resolution, e.g. '4:1e-3,32:2e-3' ('' = optim.lr)")
+    batch_sizes: str = _f(
+        "",
+        "global batch per resolution, quoted: '4:128,8:64' ('' = batch_size; unquoted, YAML may read 8:30 as the number 510)",
+    )
+    lrs: str = _f("", "learning rate per resolution, quoted: '4:1e-3,32:2e-3' ('' = optim.lr)")
     reset_optimizer: bool = _f(False, "new optimizer state at the start of each phase")
 
 
