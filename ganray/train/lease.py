@@ -60,7 +60,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Lease:
-    """The lease of one run folder, held by ``owner`` (see the module docstring)."""
+    """The lease of one run folder, held by ``owner`` (see the module docstring); ``file``
+    names it inside the folder (a search's experiment lease is not a run's)."""
 
     def __init__(
         self,
@@ -69,9 +70,10 @@ class Lease:
         owner: str,
         heartbeat_s: float = HEARTBEAT_S,
         stale_after_s: float = STALE_AFTER_S,
+        file: str = LEASE_FILE,
     ) -> None:
         self.storage, self.run_uri, self.owner = storage, run_uri, owner
-        self.uri = join(run_uri, LEASE_FILE)
+        self.uri = join(run_uri, file)
         self.heartbeat_s, self.stale_after_s = heartbeat_s, stale_after_s
         self.lost: str | None = None  # why the lease was lost, once it was
         self._stop = threading.Event()

@@ -10,8 +10,9 @@ Exit status:
   0  the search ended and at least one trial was evaluated (best.json written)
   1  the search ended but no trial produced the metric (every trial errored)
   2  the search could not start: bad option, space or config, storage not
-     writable (missing bucket, credentials), training data not readable, Ray
-     cluster not reachable; nothing is left behind in a new experiment
+     writable (missing bucket, credentials), another search holds the
+     experiment, training data not readable, Ray cluster not reachable;
+     nothing is left behind in a new experiment
   3  interrupted (Ctrl-C) before every trial ended; best.json names the best
      trial finished so far, and re-running the same command resumes
 """

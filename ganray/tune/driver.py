@@ -4,6 +4,7 @@ Experiment layout (EXPERIMENT = STORAGE/NAME, a local path or s3://bucket/prefix
 
     EXPERIMENT/
       space.yaml            the resolved space (base config expanded, --set applied)
+      search_lease.json     while a search runs: its owner and heartbeat (one search per experiment)
       _tune/                Ray Tune's experiment state (Tuner.restore reads it)
       trials/TRIAL_ID/      one ganray run per trial (see ganray.train.artifacts)
       trials/_ray/TRIAL_ID  Ray Train's run state for that trial
@@ -42,6 +43,9 @@ log = logging.getLogger("ganray.tune")
 TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 2**20}
 TUNE_DIR = "_tune"
 SPACE_FILE = "space.yaml"
+# Not lease.json: the experiment's lease must differ from a run's (EXPERIMENT/trials/ID/lease.json,
+# or STORAGE/NAME/lease.json of a `ganray.train` run that happens to share the folder's name).
+SEARCH_LEASE_FILE = "search_lease.json"
 
 
 class SearchError(RuntimeError):
@@ -66,11 +70,7 @@ def tune_location(experiment_uri: str, storage: Storage) -> tuple[str, Any]:
 
 
 def preflight(ctx: TrialContext, storage: Storage, check_data: bool = True) -> None:
-    """Fail before any trial runs: storage writable (bucket, credentials), data readable."""
-    try:
-        storage.check_writable(ctx.experiment_uri)
-    except StorageError as e:
-        raise SearchError(str(e)) from None
+    """Fail before any trial runs: data readable (storage was checked by hold_experiment)."""
     if check_data:
         from ganray.data.build import load_split
 
@@ -225,18 +225,47 @@ def run_search(space: Space, opts: SearchOptions):
     except ConfigError as e:
         raise SearchError(f"{space.path}: {e}") from None
     new = not _exists(storage, ctx.experiment_uri)
+    lease = hold_experiment(storage, ctx.experiment_uri)
     try:
-        tuner, ctx = start_search(space, opts, ctx, storage)
-    except (SearchError, ConnectionError) as e:
-        if new:
-            discard_experiment(storage, ctx.experiment_uri)
+        try:
+            tuner, ctx = start_search(space, opts, ctx, storage)
+        except (SearchError, ConnectionError) as e:
+            lease.release()  # first: its file would keep a new experiment folder from being removed
+            if new:
+                discard_experiment(storage, ctx.experiment_uri)
+            raise SearchError(str(e)) from None
+        # Ray's default console output ignores the status_table reporter; a user's own setting wins.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        grid = tuner.fit()
+        outcome = collect(grid, ctx, storage)
+        write_outcome(outcome, storage)
+        return outcome
+    finally:  # also on Ctrl-C and errors; a killed search's lease goes stale instead
+        lease.release()
+
+
+def hold_experiment(storage: Storage, experiment_uri: str):
+    """Take the experiment's lease (ganray.train.lease) for this search, or raise SearchError
+    naming the live search that holds it; then nothing is written but a probe that is removed."""
+    from ganray.train.lease import Lease, LeaseError, new_owner
+
+    lease = Lease(storage, experiment_uri, new_owner(), file=SEARCH_LEASE_FILE)
+    try:  # first: a missing bucket or credentials are named as such (its probe file is removed)
+        storage.check_writable(experiment_uri)
+    except StorageError as e:
         raise SearchError(str(e)) from None
-    # Ray's default console output ignores the status_table reporter; a user's own setting wins.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    grid = tuner.fit()
-    outcome = collect(grid, ctx, storage)
-    write_outcome(outcome, storage)
-    return outcome
+    try:
+        lease.acquire()
+        return lease
+    except LeaseError:
+        pass  # a live search holds it, or won a simultaneous start
+    rec = lease.read() or {}
+    raise SearchError(
+        f"experiment {experiment_uri} is in use by another search (host {rec.get('host')}, pid "
+        f"{rec.get('pid')}, started {rec.get('started')}): wait for it to finish, or pass --name for a "
+        f"new experiment (a dead search's lease, {lease.uri}, expires {lease.stale_after_s:.0f} s after "
+        f"its last heartbeat)"
+    )
 
 
 def _pinned_backbone(ctx: TrialContext, storage: Storage, resuming: bool) -> str:
