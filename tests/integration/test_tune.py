@@ -23,6 +23,7 @@ from PIL import Image
 
 from ganray.storage import Storage, join
 from ganray.train import artifacts
+from ganray.tune.driver import SEARCH_LEASE_FILE
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +68,7 @@ def test_search_on_s3_pull_and_generate(tmp_path, bucket, s3_endpoint, cli, tiny
     # Tune's experiment state, Train's run state and the FID cache are on S3 too.
     assert s.exists(join(exp, "_tune")) and s.exists(join(exp, "trials", "_ray"))
     assert s.exists(join(exp, "space.yaml"))
+    assert not s.exists(join(exp, SEARCH_LEASE_FILE))  # the search's lease, released at its end
 
     # The diverged trial is errored with its reason; the search finished anyway.
     (bad,) = [t for t in trials if t != best["trial_id"]]
@@ -174,6 +176,7 @@ def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path, 
     )
     assert again.returncode == 0, cli.show(again)
     assert "resuming experiment" in again.stderr
+    assert "taking over the stale lease" in again.stderr  # the killed driver's (dead pid)
     trials = sorted(p.name for p in trials_dir.iterdir() if not p.name.startswith("_"))
     assert len(trials) == 2 and first.name in trials
     assert (first / "done.json").stat().st_mtime_ns == finished_at  # not trained again
@@ -213,6 +216,7 @@ def test_ctrl_c_ends_the_search_with_exit_3_and_no_traceback(tmp_path, cli, tiny
     out = (tmp_path / "driver.log").read_text()
     assert code == 3, out[-6000:]
     assert "search interrupted with 1 unfinished trial(s)" in out and "re-run the same command" in out
+    assert not (run_dir / SEARCH_LEASE_FILE).exists()  # released: re-running starts at once
     # No traceback from the driver (Ray's own actors may log theirs, prefixed "(Actor pid=...)").
     assert not [ln for ln in out.splitlines() if ln.startswith(("Traceback", "KeyboardInterrupt"))], out[
         -6000:
