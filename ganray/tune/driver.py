@@ -225,6 +225,8 @@ def run_search(space: Space, opts: SearchOptions):
     except ConfigError as e:
         raise SearchError(f"{space.path}: {e}") from None
     new = not _exists(storage, ctx.experiment_uri)
+    if opts.resume and new:  # before the lease: its writability probe would create the storage root
+        raise SearchError(f"--resume: no experiment to resume at {ctx.experiment_uri}")
     lease = hold_experiment(storage, ctx.experiment_uri)
     try:
         try:
