@@ -40,7 +40,7 @@ def _f(default: Any, help: str = "", **rules: Any) -> Any:
     return field(default=default, metadata={"help": help, **rules})
 
 
-ARCHS = ("dcgan", "dcgan-mapping", "dcgan-adain", "dcgan-demod", "stylegan2", "progan")
+ARCHS = ("dcgan", "dcgan-mapping", "dcgan-adain", "dcgan-demod", "stylegan2", "progan", "stylegan")
 OPTIMIZERS = ("adam", "rmsprop", "sgd", "nesterov")
 SCHEDULERS = ("none", "step", "exponential", "cosine")
 LOSSES = ("bce", "hinge", "wgan-gp")
@@ -100,6 +100,36 @@ class ProGANConfig:
 
 
 @dataclass
+class StyleGANConfig:
+    """The ``stylegan`` family's own section (``model.stylegan``); defaults follow NVlabs' StyleGAN.
+
+    Widths as ``model.progan``'s. Truncation (``truncation_psi`` on the first
+    ``truncation_cutoff`` of the ``2 * log2(resolution) - 2`` styles) applies
+    where images are generated for people (``ganray.generate``), never in
+    training or FID, as NVlabs' ``G_style``.
+    """
+
+    network_capacity: int = _f(16, "width knob: channel_base = 2 * capacity * resolution", min=1, max=4096)
+    fmap_max: int = _f(512, "largest feature-map count", min=1, max=4096)
+    w_dim: int = _f(512, "style vector size (0 = model.latent_dim)", min=0, max=4096)
+    mapping_layers: int = _f(8, "mapping MLP depth (NVlabs 8)", min=1, max=16)
+    mapping_lr_mul: float = _f(0.01, "learning-rate multiplier of the mapping network", min=1e-5, max=1.0)
+    w_avg_beta: float = _f(0.995, "decay of the tracked W average used by truncation", min=0.0, max=1.0)
+    mbstd_group: int = _f(
+        4, "minibatch-stddev group (images); per-worker batch must be a multiple", min=1, max=64
+    )
+    truncation_psi: float = _f(
+        0.7,
+        "generation: pull styles to the W average by psi (1 = off, 0 = the average image)",
+        min=-1.0,
+        max=2.0,
+    )
+    truncation_cutoff: int = _f(
+        8, "generation: truncate styles 0..cutoff-1 (at most 2*log2(resolution)-2)", min=1, max=64
+    )
+
+
+@dataclass
 class ModelConfig:
     """Network architecture. ``arch`` picks the registry entry in ganray.models."""
 
@@ -115,6 +145,7 @@ class ModelConfig:
     batchnorm_g: bool = _f(True, "BatchNorm in the generator (plain/mapping variants)")
     stylegan2: StyleGAN2Config = field(default_factory=StyleGAN2Config)
     progan: ProGANConfig = field(default_factory=ProGANConfig)
+    stylegan: StyleGANConfig = field(default_factory=StyleGANConfig)
 
 
 @dataclass
@@ -410,13 +441,17 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError(
             f"data.channels ({cfg.data.channels}) must equal model.channels ({cfg.model.channels})"
         )
-    # Only the DCGAN family has BatchNorm in D (dropped with spectral_norm); progan/stylegan2 have none.
+    # Only the DCGAN family has BatchNorm in D (dropped with spectral_norm); progan/stylegan(2) have none.
     if cfg.train.loss == "wgan-gp" and cfg.model.arch.startswith("dcgan") and not cfg.model.spectral_norm:
         raise ConfigError(
             "train.loss=wgan-gp needs a discriminator without BatchNorm (the gradient penalty is "
             "per image): set model.spectral_norm=true, or use train.loss=bce or hinge"
         )
-    if cfg.train.progressive.enabled or cfg.model.arch == "progan":
+    if cfg.model.arch == "stylegan":
+        from ganray.models.stylegan import check_stylegan
+
+        check_stylegan(cfg.model)
+    if cfg.train.progressive.enabled or cfg.model.arch in ("progan", "stylegan"):
         from ganray.train.progressive import check_progressive
 
         check_progressive(cfg)

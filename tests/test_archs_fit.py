@@ -22,6 +22,12 @@ TIMING = ("epoch_seconds", "images_per_s")  # wall-clock columns differ between 
 # added without an entry here fails test_tiny_networks_are_tiny instead of slowing CI.
 TINY = {
     "progan": ["model.progan.network_capacity=2", "model.progan.fmap_max=16"],
+    "stylegan": [
+        "model.stylegan.network_capacity=2",
+        "model.stylegan.fmap_max=16",
+        "model.stylegan.w_dim=8",
+        "model.stylegan.mapping_layers=2",
+    ],
     "stylegan2": [
         "model.stylegan2.network_capacity=2",
         "model.stylegan2.fmap_max=16",

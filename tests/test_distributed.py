@@ -65,7 +65,9 @@ def test_channels_last_converts_only_4d_tensors_of_every_arch(arch):
             if t.dim() == 4:
                 assert t.is_contiguous(memory_format=torch.channels_last)
     assert {n: p.shape for n, p in [*G.named_parameters(), *G.named_buffers()]} == shapes
-    assert torch.allclose(G(z), want_g, atol=1e-5) and torch.allclose(D(x), want_d, atol=1e-5)
+    # float32 rounding differs between memory formats; instance norm (stylegan) scales it with the output.
+    tol = 1e-5 * max(1.0, float(want_g.abs().max()))
+    assert torch.allclose(G(z), want_g, atol=tol) and torch.allclose(D(x), want_d, atol=1e-5)
 
 
 def test_batches_follow_the_memory_format_they_are_given():

@@ -136,6 +136,22 @@ def conv2d_resample(x: Tensor, w: Tensor, f: Tensor, up: int = 1, down: int = 1,
     return upfirdn2d(x, f, padding=(p0, p1, p0, p1), gain=up * up)
 
 
+class Blur(nn.Module):
+    """StyleGAN's low-pass filter (default [1, 2, 1], separable, sum 1) keeping the image size.
+
+    StyleGAN applies it after each upsampling conv of G and before each
+    downsampling conv of D, against the aliasing of nearest/box resampling.
+    """
+
+    def __init__(self, taps: tuple[float, ...] = (1.0, 2.0, 1.0)):
+        super().__init__()
+        self.register_buffer("f", setup_filter(taps), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = (self.f.numel() - 1) // 2
+        return upfirdn2d(x, self.f, padding=(p, p, p, p))
+
+
 class EqualConv2d(nn.Module):
     """Equalized-lr conv (+ bias and lrelu) with optional FIR up/down (NVlabs ``Conv2dLayer``)."""
 

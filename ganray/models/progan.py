@@ -28,7 +28,7 @@ from torch import nn
 
 from ganray.config import ModelConfig
 from ganray.models.layers import EqualLinear, PixelNorm
-from ganray.models.ops import EqualConv2d, minibatch_stddev
+from ganray.models.ops import Blur, EqualConv2d, minibatch_stddev
 from ganray.models.registry import register_arch
 from ganray.models.stylegan2_disc import channels_for
 
@@ -128,7 +128,13 @@ class ProGANDiscriminator(_Staged):
     """Images ``[N, C, r, r]`` at any stage resolution r -> one logit per image ``[N]``."""
 
     def __init__(
-        self, resolution: int, img_channels: int, channel_base: int, fmap_max: int, mbstd_group: int
+        self,
+        resolution: int,
+        img_channels: int,
+        channel_base: int,
+        fmap_max: int,
+        mbstd_group: int,
+        blur: bool = False,
     ):
         super().__init__(resolution)
         ch = {r: channels_for(r, channel_base, fmap_max) for r in self.resolutions()}
@@ -138,7 +144,12 @@ class ProGANDiscriminator(_Staged):
         )
         self.blocks = nn.ModuleDict(
             {
-                str(r): nn.Sequential(EqualConv2d(ch[r], ch[r], 3), EqualConv2d(ch[r], ch[r // 2], 3))
+                # StyleGAN's D (``blur``) low-pass filters before each block's downsampling conv.
+                str(r): nn.Sequential(
+                    EqualConv2d(ch[r], ch[r], 3),
+                    *([Blur()] if blur else []),
+                    EqualConv2d(ch[r], ch[r // 2], 3),
+                )
                 for r in self.resolutions()[1:]
             }
         )

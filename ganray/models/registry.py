@@ -1,6 +1,6 @@
 """The one model registry: architecture name -> builder of a (G, D) pair.
 
-Each family module (dcgan.py, stylegan2.py; stylegan.py later) decorates
+Each family module (dcgan.py, progan.py, stylegan.py, stylegan2.py) decorates
 its builders with ``@register_arch(name)``. Builders take the whole
 ``ModelConfig`` and return ``(generator, discriminator)`` sharing one
 interface, so the trainer calls ``build_models(cfg)`` and never branches on
@@ -11,11 +11,12 @@ the family name:
   images are near [-1, 1] and clamped where they become pixels);
 - generators with a mapping network also have ``w_dim``, ``num_ws``,
   ``mapping(z) -> w`` and ``synthesis(w) -> images``;
-- generators with ``noise_shapes`` (stylegan2) also take keyword arguments
+- generators with ``noise_shapes`` (stylegan2, stylegan) also take keyword arguments
   ``mix_z``/``crossover`` (style mixing), ``noise`` (one ``[N, 1, s, s]``
   tensor per side ``s`` in ``noise_shapes``), ``psi``/``cutoff``
   (truncation), ``noise_mode`` and ``return_ws``; the training step passes
   them to the DDP-wrapped module so mapping and synthesis run under gradient;
+  a growing one (stylegan) has ``active_ws``, the styles its current stage uses;
 - every discriminator has ``forward(images) -> logits [N]``.
 """
 

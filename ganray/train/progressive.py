@@ -37,7 +37,7 @@ from ganray.config import Config, ConfigError, ProgressiveConfig
 from ganray.train.distributed import DistContext, unwrap
 from ganray.train.step import GanState
 
-GROWING_ARCHS = ("progan",)  # architectures with a toRGB/fromRGB per resolution and fade-in
+GROWING_ARCHS = ("progan", "stylegan")  # architectures with a toRGB/fromRGB per resolution and fade-in
 
 
 @dataclass(frozen=True)

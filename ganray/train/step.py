@@ -213,7 +213,7 @@ def generator_kwargs(
     if shapes is None:
         if cfg.reg.style_mixing > 0:
             raise ConfigError(
-                "train.reg.style_mixing needs a generator with per-layer styles (model.arch=stylegan2); "
+                "train.reg.style_mixing needs a generator with per-layer styles (model.arch=stylegan2 or stylegan); "
                 "set train.reg.style_mixing=0 for this architecture"
             )
         return {}
@@ -222,7 +222,8 @@ def generator_kwargs(
         u = torch.rand(2, generator=state.noise, device=state.noise.device).tolist()
         if u[0] < cfg.reg.style_mixing:
             kw["mix_z"] = sample_slice(state.noise, n_global, (G_plain.latent_dim,), ctx)
-            kw["crossover"] = 1 + int(u[1] * (G_plain.num_ws - 1))
+            # Crossover in [1, styles in use): a growing G (stylegan) uses fewer styles early on.
+            kw["crossover"] = 1 + int(u[1] * (getattr(G_plain, "active_ws", G_plain.num_ws) - 1))
     return kw
 
 
