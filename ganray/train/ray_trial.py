@@ -234,12 +234,48 @@ def check_reachable(address: str, source: str = "--address", timeout: float = 10
 
 def start_local_ray(**init_kwargs: Any) -> None:
     """Start a Ray on this machine with LOCAL_RAY_ENV: its processes inherit this
-    process's environment, the only way to reach the Train controller's settings."""
+    process's environment, the only way to reach the Train controller's settings.
+
+    Its processes are also told their own dashboard's address
+    (``RAY_API_SERVER_ADDRESS``): Ray Train's placement-group cleaner, which frees
+    the CPUs of a trial that Tune stopped early (ASHA), finds the State API by
+    auto-detection, which fails when a second Ray runs on the machine ("Found
+    multiple active Ray instances"); the stopped trial's CPUs then stay reserved
+    and the next trial waits for them for ever."""
     import ray
 
     for k, v in LOCAL_RAY_ENV.items():
         os.environ.setdefault(k, v)
-    ray.init(**{"log_to_driver": True, **init_kwargs})
+    kwargs = {"log_to_driver": True, **init_kwargs}
+    if kwargs.get("include_dashboard") is False:
+        ray.init(**kwargs)  # no State API at all: an early-stopped trial's CPUs are not freed
+        return
+    kwargs.setdefault("dashboard_host", "127.0.0.1")
+    kwargs.setdefault("dashboard_port", free_port(kwargs["dashboard_host"]))
+    url = f"http://{kwargs['dashboard_host']}:{kwargs['dashboard_port']}"
+    # Only Ray's own processes (started inside ray.init) keep the setting: left
+    # in this process, it would point a later Ray at this one's dashboard.
+    before = os.environ.get(API_SERVER_ENV)
+    os.environ[API_SERVER_ENV] = url
+    try:
+        ray.init(**kwargs)
+    finally:
+        if before is None:
+            os.environ.pop(API_SERVER_ENV, None)
+        else:
+            os.environ[API_SERVER_ENV] = before
+
+
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"  # read by Ray's State API client before RAY_ADDRESS
+
+
+def free_port(host: str) -> int:
+    """A TCP port nothing listens on now (the OS picks it; a tiny race remains until it is used)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def run_trial(cfg: Config, address: str | None = None) -> dict[str, Any]:

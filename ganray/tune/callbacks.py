@@ -111,11 +111,13 @@ class FinishingASHA(ASHAScheduler):
     Stock ASHA stops every trial at max_t, i.e. at its last epoch's report, while
     the trial's Train run is still shutting down; Tune then kills the trial's
     process, and with it the Train controller before it released its workers'
-    placement group. Ray Train's placement-group cleaner should free those CPUs,
-    but fails on a machine running several Ray clusters ("Found multiple active
-    Ray instances"), and the next trial then waits for them for ever. A trial at
-    its last epoch ends moments later anyway; letting it do so shuts its Train
-    run down cleanly. Early stops at the rungs are unchanged.
+    placement group. Ray Train's placement-group cleaner frees those CPUs a few
+    seconds later, if its State API finds the cluster (on a machine running
+    several Ray clusters it must be told where: ``start_local_ray`` in
+    ganray.train.ray_trial, README "Several Ray clusters on one machine"). A
+    trial at its last epoch ends moments later anyway; letting it do so shuts
+    its Train run down cleanly, with nothing left to clean. Early stops at the
+    rungs are unchanged.
     """
 
     def __init__(self, last_epoch: int, **kwargs: Any) -> None:

@@ -201,6 +201,9 @@ def ray_head_cluster(env: dict[str, str], logs: Path) -> Iterator[tuple[str, str
     cmd = ["ray", "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2", "--include-dashboard=true",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={agent}",
            f"--ray-client-server-port={client}", f"--temp-dir={temp_dir}", "--disable-usage-stats"]  # fmt: skip
+    # Ray Train's placement-group cleaner finds the State API by auto-detection, which
+    # fails beside another Ray (README, "Several Ray clusters on one machine").
+    env = {**env, "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard}"}
     with open(log_path, "w") as log:
         head = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log, start_new_session=True)
         try:

@@ -40,6 +40,35 @@ def test_local_ray_processes_get_ganrays_train_settings(local_ray):
     assert seen == {k: os.environ[k] for k in LOCAL_RAY_ENV}  # the defaults, or the user's own values
 
 
+def test_state_api_inside_ray_finds_its_own_cluster_beside_a_second_one(local_ray, tmp_path):
+    """Ray Train frees the CPUs of a trial that Tune stopped early (ASHA) from inside Ray,
+    through the State API; with a second Ray on the machine its auto-detection failed
+    ("Found multiple active Ray instances") and the next trial waited for ever."""
+    from conftest import Cli, ray_head_cluster
+    from ray.util.state import get_actor
+
+    @ray.remote(num_cpus=0)
+    class Probe:
+        def ping(self) -> int:
+            return 1
+
+    @ray.remote(num_cpus=0)
+    def state_of(actor_id: str) -> str | None:
+        found = get_actor(actor_id, timeout=30)
+        return found.state if found else None
+
+    with ray_head_cluster(Cli.env(), tmp_path):
+        probe = Probe.remote()
+        ray.get(probe.ping.remote())
+        actor_id = probe._actor_id.hex()
+        assert ray.get(state_of.remote(actor_id)) == "ALIVE"
+        ray.kill(probe)
+        deadline = time.time() + 60
+        while (state := ray.get(state_of.remote(actor_id))) != "DEAD" and time.time() < deadline:
+            time.sleep(1)
+        assert state == "DEAD"
+
+
 def cfg_for(root, *extra):
     return load_config(
         "quickstart",
