@@ -71,6 +71,13 @@ def test_schedule_from_config_and_tables():
     assert off.stage(10**9).resolution == 32 and off.stage(0).alpha == 1.0
 
 
+def test_the_batch_follows_the_stage_of_the_images_seen():
+    s = build_schedule(_cfg(enabled=True, fade_kimg=0.5, stable_kimg=1.0, batch_sizes="4:64,8:32"))
+    # 4 px until image 1000; 8 px (fade, then stable) until 2500; 16 px after: train.batch_size (16).
+    edges = [(0, 64), (999, 64), (1000, 32), (2499, 32), (2500, 16), (10**9, 16)]
+    assert [(n, s.batch_at(n)) for n, _ in edges] == edges
+
+
 @pytest.mark.parametrize(
     "table, message",
     [
@@ -80,7 +87,9 @@ def test_schedule_from_config_and_tables():
         ("4:0", "positive integer"),
         ("4:2.5", "positive integer"),
         ("4:nan", "positive integer"),
-        ("4:10", "divisible by train.workers"),
+        ("4:10", "batch_sizes: the global batch 10 at 4 px must be divisible by train.workers"),
+        # 32 px is missing from the table: train.batch_size (18) applies there, and is named.
+        ("4:16,8:16,16:16", "train.batch_size: the global batch 18 at 32 px must be divisible"),
     ],
 )
 def test_bad_batch_tables_are_named(table, message):
@@ -90,7 +99,7 @@ def test_bad_batch_tables_are_named(table, message):
                 "model": {"arch": "progan"},
                 "train": {
                     "workers": 4,
-                    "batch_size": 16,
+                    "batch_size": 16 if "18" not in message else 18,
                     "progressive": {"enabled": True, "batch_sizes": table},
                 },
             }

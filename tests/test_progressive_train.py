@@ -12,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ganray import checkpoint as ckpt
 from ganray.config import ConfigError, load_config
+from ganray.data import DataError
 from ganray.inference import generator_from_state
 from ganray.models import build_models
 from ganray.optim import build_optimizers
@@ -22,9 +23,10 @@ from ganray.train.loop import Trainer
 from ganray.train.progressive import build_schedule, real_images
 from ganray.train.step import GanState, gan_step
 
-# Batches of 8, 2 steps per epoch: phase 0 (4 px) is images [0, 8), the 8 px fade is [8, 32).
-# Steps start at 0, 8 | 16, 24 | 32, 40: epoch 2 trains mid-fade (alpha 1/3 and 2/3).
+# Phase 0 (4 px) is images [0, 8), the 8 px fade is [8, 32), its stable part [32, 40), 16 px fades in
+# over [40, 64). The resume test's global batch follows the stage: 8 at 4 px, 4 at 8 px, 6 at 16 px.
 FADE_IMAGES, STABLE_IMAGES = 24, 8
+BATCHES = ("train.progressive.batch_sizes=8:4,16:6", "train.max_steps_per_epoch=4")
 
 
 def cfg(root, epochs, *extra):
@@ -53,31 +55,52 @@ def cfg(root, epochs, *extra):
 
 
 def test_resume_mid_fade_is_bit_for_bit(tmp_path):
-    """3 epochs straight == 1 epoch, restart, 2 more (the restart lands mid-fade)."""
-    straight = Trainer(cfg(tmp_path / "a", 3))
+    """3 epochs straight == 1 epoch, restart, 2 more (the restart lands mid-fade); the batch follows the stage."""
+    straight = Trainer(cfg(tmp_path / "a", 3, *BATCHES))
     straight.fit()
-    Trainer(cfg(tmp_path / "b", 1)).fit()
-    resumed = Trainer(cfg(tmp_path / "b", 3))
+    Trainer(cfg(tmp_path / "b", 1, *BATCHES)).fit()
+    for changed, key in [
+        (
+            ("train.progressive.batch_sizes=8:8,16:6",),
+            "batch_sizes: the checkpoint trained with a global batch of 4 at 8 px",
+        ),
+        (
+            ("train.batch_size=16",),
+            "batch_sizes: .* 8 at 4 px, the config asks for 16",
+        ),  # the table's default
+        (("train.progressive.fade_kimg=0.032",), "fade_kimg: checkpoint 0.024 vs config 0.032"),
+    ]:
+        with pytest.raises(ckpt.CheckpointError, match=key):
+            Trainer(cfg(tmp_path / "b", 3, *BATCHES, *changed))
+    resumed = Trainer(cfg(tmp_path / "b", 3, *BATCHES))
     assert resumed.epoch == 1
-    # Restored from images seen (16): the fade into 8 px, a third done.
-    assert (resumed.state.extra["resolution"], resumed.state.extra["alpha"]) == (8, pytest.approx(1 / 3))
-    assert unwrap_alpha(resumed) == pytest.approx((1 / 3,) * 3)
+    # Steps started at images 0 (4 px, batch 8), 8, 12, 16 (8 px, batch 4): restored from 20 images
+    # seen, the run is half-way through the fade into 8 px.
+    assert (resumed.state.extra["resolution"], resumed.state.extra["alpha"]) == (8, 0.5)
+    assert unwrap_alpha(resumed) == (0.5,) * 3
     resumed.fit()
     a, b = straight.state_dict(), resumed.state_dict()
     for key in ("G", "D", "G_ema"):
         for name, t in a[key].items():
             assert torch.equal(t, b[key][name]), f"{key}.{name} differs after resume"
-    assert a["extra"] == b["extra"] and a["extra"]["images"] == 48
-    # The stage of each epoch's last step: 8 px at alpha 0, 2/3, then 16 px at alpha 0 (images 40).
+    assert a["extra"] == b["extra"] and a["extra"]["images"] == 58
+    # Epoch 2: steps at 20..32 (batch 4); epoch 3: 36 (8 px, batch 4), then 40, 46, 52 (16 px, batch 6).
+    assert [r["images_seen"] for r in b["history"]] == [20, 36, 58]
+    # The stage of each epoch's last step (images 16, 32, 52).
     rows = [(r["resolution"], r["alpha"]) for r in b["history"]]
-    assert rows == [(8.0, 0.0), (8.0, pytest.approx(2 / 3)), (16.0, 0.0)]
+    assert rows == [(8.0, pytest.approx(1 / 3)), (8.0, 1.0), (16.0, 0.5)]
     lines = (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["resolution"] for line in lines] == [8.0, 8.0, 16.0]
-    # Per-resolution losses: steps start at 0 (4 px), 8..32 (8 px), 40 (16 px).
+    # Per-resolution losses: 1 step at 4 px, 8 at 8 px (8..36), 3 at 16 px (40, 46, 52).
     table = json.loads((tmp_path / "b" / "run" / "loss_by_resolution.json").read_text())
-    assert [(r["resolution"], r["steps"]) for r in table] == [(4, 1), (8, 4), (16, 1)]
+    assert [(r["resolution"], r["steps"]) for r in table] == [(4, 1), (8, 8), (16, 3)]
     per_step = sum(row["d_loss"] * row["steps"] for row in b["history"])
     assert sum(r["d_loss"] * r["steps"] for r in table) == pytest.approx(per_step, rel=1e-5)
+
+
+def test_a_batch_the_training_split_cannot_fill_is_named(tmp_path):
+    with pytest.raises(DataError, match=r"no full batch of 512 \(train.progressive.batch_sizes \(16 px\)\)"):
+        Trainer(cfg(tmp_path, 1, "train.progressive.batch_sizes=16:512"))
 
 
 def unwrap_alpha(trainer):

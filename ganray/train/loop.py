@@ -26,12 +26,12 @@ from ganray import checkpoint as ckpt
 from ganray import losses
 from ganray.config import Config, ConfigError, build_config
 from ganray.config_compat import identity
-from ganray.data import DataError, build_dataset, train_val_split
+from ganray.data import build_dataset
 from ganray.models import build_models
 from ganray.optim import build_optimizers, build_scheduler
 from ganray.storage import Storage, join
 from ganray.train import artifacts, progressive
-from ganray.train.batches import Batches, subset_indices
+from ganray.train.batches import build_batches
 from ganray.train.distributed import DistContext, compute_plan, to_channels_last, unwrap
 from ganray.train.lease import Lease, LeaseError, new_owner
 from ganray.train.rng import capture_rng, restore_rng, to_device
@@ -107,35 +107,12 @@ class Trainer:
 
     # ------------------------------------------------------------ setup
     def _build_data(self) -> None:
-        c, ctx = self.cfg, self.ctx
-        ds = build_dataset(c.data, "train", self.storage)
-        train, val = train_val_split(ds, c.data.val_fraction, c.train.seed)
-        local_batch = c.train.batch_size // ctx.world_size
-        self.dataset = ds
-        self.train_batches = Batches(
-            ds.images_uint8,
-            subset_indices(train),
-            local_batch,
-            c.train.seed,
-            ctx,
-            max_steps=c.train.max_steps_per_epoch,
-            channels_last=self.plan.channels_last,
+        c = self.cfg
+        self.growth = progressive.build_schedule(c)  # resolution, alpha and global batch per images seen
+        self.dataset = build_dataset(c.data, "train", self.storage)
+        self.train_batches, self.val_batches = build_batches(
+            c, self.dataset, self.ctx, self.growth, self.plan.channels_last
         )
-        self.val_batches = Batches(
-            ds.images_uint8,
-            subset_indices(val),
-            local_batch,
-            c.train.seed,
-            ctx,
-            shuffle=False,
-            partial=True,
-            channels_last=self.plan.channels_last,
-        )
-        if len(self.train_batches) == 0:
-            raise DataError(
-                f"{len(train)} training images give no full batch of {c.train.batch_size}; "
-                f"lower train.batch_size or raise data.subset"
-            )
 
     def _build_modules(self) -> None:
         c, dev = self.cfg, self.ctx.device
@@ -160,7 +137,6 @@ class Trainer:
             scaler_g=scaler_g,
             scaler_d=scaler_d,
         )
-        self.growth = progressive.build_schedule(c)
         progressive.apply_stage(self.state, self.growth)
         self.sched_g = build_scheduler(opt_g, c.schedule, c.train.epochs)
         self.sched_d = build_scheduler(opt_d, c.schedule, c.train.epochs)
@@ -198,6 +174,7 @@ class Trainer:
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         s = self.state
         ckpt.check_compatible(sd, self.cfg.to_dict()["model"])
+        progressive.check_resume(sd.get("config", {}), self.cfg)  # same schedule and batch table
         unwrap(s.G).load_state_dict(sd["G"])
         unwrap(s.D).load_state_dict(sd["D"])
         s.opt_g.load_state_dict(sd["opt_g"])
@@ -326,22 +303,24 @@ class Trainer:
         s.G.train()
         s.D.train()
         sums = torch.zeros(4, device=ctx.device)
-        steps, n_steps, t0 = 0, len(self.train_batches), time.time()
-        global_batch = c.train.batch_size
+        # Global batch of each step: it follows the stage (train.progressive.batch_sizes).
+        sizes = self.train_batches.steps(int(s.extra.get("images", 0)))
+        steps, n_steps, images, t0 = 0, len(sizes), 0, time.time()
         last_log = t0
         by_res = progressive.LossByResolution()
-        for real in self.train_batches.epoch(epoch):
+        for real in self.train_batches.epoch(epoch, sizes):
             progressive.apply_stage(s, self.growth)  # growing models: this step's resolution, alpha
             out = gan_step(s, progressive.stage_reals(s, real), c.train, c.optim, ctx)
             sums += torch.stack([out["d_loss"], out["g_loss"], out["d_acc_real"], out["d_acc_fake"]])
             by_res.add(s, out)
+            images += sizes[steps]
             steps += 1
-            self.images_seen += global_batch
             if steps % 25 == 0 or steps == n_steps:
                 self._check_finite(sums, epoch, steps)
             if ctx.is_main and (time.time() - last_log > 10 or steps == n_steps):
                 last_log = time.time()
-                self._log_progress(epoch, steps, n_steps, steps * global_batch / (last_log - t0), t_start)
+                self._log_progress(epoch, steps, n_steps, images / (last_log - t0), t_start)
+        self.images_seen += images
         seconds = time.time() - t0
         train = ctx.all_reduce_sum(sums) / (steps * ctx.world_size)
         by_res.merge_into(s, ctx)
@@ -359,7 +338,7 @@ class Trainer:
             "d_acc_fake": train[3].item(),
             **self._validate(),
             "epoch_seconds": seconds,
-            "images_per_s": steps * global_batch / max(seconds, 1e-9),
+            "images_per_s": images / max(seconds, 1e-9),
             "lr_g": lr_g,
             "lr_d": lr_d,
             **training_state_metrics(s),  # pl_mean, aug_p, ada_rt when those phases run

@@ -26,6 +26,7 @@ upsampled back (nearest), as NVlabs' ``process_reals``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganray.checkpoint import CheckpointError
 from ganray.config import Config, ConfigError, ProgressiveConfig
 from ganray.train.distributed import DistContext, unwrap
 from ganray.train.step import GanState
@@ -121,8 +123,16 @@ class Schedule:
     def stage(self, images: int) -> Stage:
         return stage_at(images, self.start, self.final, self.fade_images, self.stable_images)
 
+    def resolutions(self) -> list[int]:
+        return resolutions(self.start, self.final)
+
     def batch_size(self, resolution: int) -> int:
+        """Global batch at ``resolution`` (the table's, else ``train.batch_size``)."""
         return int(self.batch_sizes.get(resolution, self.default_batch))
+
+    def batch_at(self, images: int) -> int:
+        """Global batch of a step that starts after ``images`` images: it follows the stage."""
+        return self.batch_size(self.stage(images).resolution)
 
     def lr(self, resolution: int) -> float:
         return float(self.lrs.get(resolution, self.default_lr))
@@ -158,10 +168,12 @@ def check_progressive(cfg: Config) -> None:
     sched = build_schedule(cfg)
     for res in resolutions(sched.start, sched.final):
         b = sched.batch_size(res)
+        key = "train.progressive.batch_sizes" if res in sched.batch_sizes else "train.batch_size"
         if b % cfg.train.workers:
             raise ConfigError(
-                f"train.progressive.batch_sizes: {b} at {res} px must be divisible by train.workers "
-                f"({cfg.train.workers})"
+                f"{key}: the global batch {b} at {res} px must be divisible by train.workers "
+                f"({cfg.train.workers}): each worker takes batch / workers images; use a multiple of "
+                f"{cfg.train.workers}"
             )
         if b > 65536:
             raise ConfigError(f"train.progressive.batch_sizes: {b} at {res} px is above 65536")
@@ -172,6 +184,42 @@ def check_progressive(cfg: Config) -> None:
             f"train.progressive.lrs and schedule.name={cfg.schedule.name} both set the learning rate; "
             f"use one (schedule.name=none with a per-resolution table)"
         )
+
+
+def check_resume(saved: dict, cfg: Config) -> None:
+    """Refuse to resume a growing run whose schedule (or batch table) differs from its checkpoint's.
+
+    The stage and the steps of every epoch are functions of the images seen
+    under the schedule, so a changed start, fade, stable or batch entry would
+    move the run to another resolution, alpha or data order at once. ``lrs``
+    may change, like ``optim.lr``. ``saved`` is the checkpoint's config dict.
+    """
+    train, key = saved.get("train", {}), "train.progressive"
+    fields = {f.name for f in dataclasses.fields(ProgressiveConfig)}
+    saved_p = {k: v for k, v in train.get("progressive", {}).items() if k in fields}
+    old_p, new_p = ProgressiveConfig(**saved_p), cfg.train.progressive
+    if not (old_p.enabled or new_p.enabled):
+        return  # fixed-resolution runs: train.batch_size may change on resume, as before
+    fix = "resume with the checkpoint's value, or start a new run (another storage.run_name)"
+    for name in ("enabled", "start_resolution", "fade_kimg", "stable_kimg"):
+        if getattr(old_p, name) != getattr(new_p, name):
+            raise CheckpointError(
+                f"{key}.{name}: checkpoint {getattr(old_p, name)!r} vs config {getattr(new_p, name)!r}; {fix}"
+            )
+    old_batch = train.get("batch_size", cfg.train.batch_size)
+    old = build_schedule(
+        dataclasses.replace(
+            cfg, train=dataclasses.replace(cfg.train, progressive=old_p, batch_size=old_batch)
+        )
+    )
+    new = build_schedule(cfg)
+    for res in new.resolutions():
+        if old.batch_size(res) != new.batch_size(res):
+            raise CheckpointError(
+                f"{key}.batch_sizes: the checkpoint trained with a global batch of {old.batch_size(res)} at {res} px, "
+                f"the config asks for {new.batch_size(res)}; set {key}.batch_sizes={old_p.batch_sizes!r} and "
+                f"train.batch_size={old_batch} as the checkpoint has, or start a new run (another storage.run_name)"
+            )
 
 
 def real_images(x: torch.Tensor, resolution: int, alpha: float = 1.0) -> torch.Tensor:
