@@ -69,9 +69,9 @@ def test_state_api_inside_ray_finds_its_own_cluster_beside_a_second_one(local_ra
         assert state == "DEAD"
 
 
-def cfg_for(root, *extra):
+def cfg_for(root, *extra, preset="quickstart"):
     return load_config(
-        "quickstart",
+        preset,
         [
             f"storage.uri={root}",
             "storage.run_name=trial",
@@ -87,32 +87,86 @@ def cfg_for(root, *extra):
     )
 
 
-def test_two_workers_match_one_and_write_artifacts_once(local_ray, tmp_path):
-    """2 DDP workers with global batch B == 1 in-process worker with batch B (no batch statistics)."""
+# Each case: preset, overrides, images seen after 2 epochs of 3 steps, (resolution, alpha) per epoch.
+DDP_CASES = {
+    # No batch statistics (BatchNorm's are per worker).
+    "dcgan": ("quickstart", ["model.spectral_norm=true", "model.batchnorm_g=false"], 192, None),
+    # Grows 4 -> 8 px with a batch per resolution: steps at images 0 (4 px, batch 32), 32, 48 | 64,
+    # 80, 96 (8 px, batch 16; the fade is [32, 96)). Epoch 1 ends mid-fade (its resume: alpha 1/2).
+    "progan-growing": (
+        "quickstart",
+        [
+            "model.arch=progan",
+            "model.latent_dim=16",
+            "model.progan.network_capacity=2",
+            "model.progan.fmap_max=16",
+            "train.progressive.enabled=true",
+            "train.progressive.stable_kimg=0.032",
+            "train.progressive.fade_kimg=0.064",
+            "train.progressive.batch_sizes=4:32,8:16",
+            "train.loss=wgan-gp",
+        ],
+        112,
+        [(8.0, 0.25), (8.0, 1.0)],
+    ),
+    # Issue 12: lazy R1 and path length (every 2nd step), style mixing 0.9, DiffAugment with ADA, G_ema.
+    "stylegan2-phases": (
+        "stylegan2-quickstart",
+        [
+            "model.latent_dim=16",
+            "model.stylegan2.network_capacity=2",
+            "model.stylegan2.fmap_max=16",
+            "model.stylegan2.w_dim=16",
+            "train.reg.r1_gamma=1.0",
+            "train.reg.r1_interval=2",
+            "train.reg.pl_interval=2",
+            "train.augment.policy=translation,cutout,color",
+            "train.augment.p=0.5",
+            "train.augment.ada_interval=1",
+            "train.augment.ada_kimg=1",
+        ],
+        192,
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(DDP_CASES))
+def test_two_workers_match_one_and_write_artifacts_once(local_ray, tmp_path, case):
+    """2 DDP workers with global batch B == 1 in-process worker with batch B, for each family."""
     from ganray.train.ray_trial import run_trial
 
-    no_batch_stats = ["model.spectral_norm=true", "model.batchnorm_g=false", "train.max_steps_per_epoch=3"]
-    ray_cfg = cfg_for(tmp_path / "ray", "train.workers=2", "train.epochs=2", *no_batch_stats)
+    preset, extra, images, stages = DDP_CASES[case]
+    extra = [*extra, "train.max_steps_per_epoch=3", "train.epochs=2"]
+    ray_cfg = cfg_for(tmp_path / "ray", "train.workers=2", *extra, preset=preset)
     metrics = run_trial(ray_cfg)
     assert metrics["epoch"] == 2 and metrics["checkpoint_uri"].endswith("epoch_0002.pt")
 
-    local = Trainer(cfg_for(tmp_path / "local", "train.epochs=2", *no_batch_stats))
+    local = Trainer(cfg_for(tmp_path / "local", *extra, preset=preset))
     local.fit()
 
     s, run = Storage(), join(str(tmp_path / "ray"), "trial")
     remote = ckpt.load_latest(s, run)
-    for key in ("G", "D"):
+    for key in ("G", "D", "G_ema") if "G_ema" in remote else ("G", "D"):
         ref = local.state_dict()[key]
         for name, t in remote[key].items():
+            if name.endswith("w_avg"):  # DDP broadcasts rank 0's buffers: it tracks rank 0's half batch
+                continue
             torch.testing.assert_close(t, ref[name], rtol=1e-4, atol=1e-5, msg=f"{key}.{name}")
+    for name, value in local.state_dict()["extra"].items():  # images, pl_mean, aug_p, alpha, ...
+        if isinstance(value, float):
+            assert remote["extra"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
     # Rank 0 alone wrote: one row per epoch, one grid per epoch (+ epoch 0), one checkpoint per epoch.
-    assert [r["epoch"] for r in artifacts.read_metrics(s, run)] == [1, 2]
+    rows = artifacts.read_metrics(s, run)
+    assert [r["epoch"] for r in rows] == [1, 2]
     assert s.listdir(join(run, "samples")) == ["epoch_0000.png", "epoch_0001.png", "epoch_0002.png"]
     assert [c.epoch for c in ckpt.list_checkpoints(s, run)] == [1, 2]
-    assert remote["images_seen"] == 2 * 3 * 32
+    assert remote["images_seen"] == local.images_seen == images
+    if stages:
+        assert [(r["resolution"], r["alpha"]) for r in rows] == stages
     # Same output format as the in-process run: same files, same metric columns.
     assert s.listdir(run) == s.listdir(join(str(tmp_path / "local"), "trial"))
-    assert artifacts.read_metrics(s, run)[-1].keys() == local.history[-1].keys()
+    assert rows[-1].keys() == local.history[-1].keys()
 
 
 def _descends_from_this_process(pid: int) -> bool:
