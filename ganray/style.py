@@ -1,4 +1,4 @@
-"""Style tools for generators with a mapping network (stylegan2, dcgan-mapping/-adain/-demod).
+"""Style tools for generators with a mapping network (stylegan2, stylegan, dcgan-mapping/-adain/-demod).
 
 A small API the generate CLI and the analysis module call on a loaded G
 (``ganray.inference.load_generator``); everything runs under ``no_grad`` in
@@ -8,8 +8,12 @@ eval mode and returns images in [-1, 1] as ``[N, C, R, R]`` tensors:
 - ``w_average(G)``: the tracked ``w_avg`` (stylegan2) or the mean of 10k mapped z.
 - ``styles(G, z, psi, cutoff)``: per-layer styles ``[N, num_ws, w_dim]``, truncated.
 - ``synthesize(G, ws, noise_mode)``: images from styles.
+- ``truncation(G, psi, cutoff)``: psi/cutoff with the generator's defaults for
+  None (stylegan: ``model.stylegan.truncation_psi`` / ``truncation_cutoff``, NVlabs'
+  0.7 / 8; others: no truncation).
 - ``layer_range(G, 'coarse' | 'middle' | 'fine')``: style indices by resolution
-  (StyleGAN paper: coarse 4-8 px, middle 16-32 px, fine 64 px and up).
+  (StyleGAN paper: coarse 4-8 px, middle 16-32 px, fine 64 px and up), only
+  styles in use at a growing generator's stage.
 - ``mixing_grid(G, row_z, col_z, layers)``: rows take the column seeds' styles
   at ``layers``; first row/column show the sources (the StyleGAN figure).
 - ``mix_k(G, zs, ranges)``: styles of k latents, latent j at ``ranges[j]``.
@@ -18,11 +22,14 @@ eval mode and returns images in [-1, 1] as ``[N, C, R, R]`` tensors:
 - ``activations(G, z, block)`` and ``first_layer_filters(G)``: for grids.
 
 Generators without a mapping network get a clear error naming the archs that have one.
+A growing generator (stylegan) works at the stage it was loaded at
+(``ganray.inference.generator_from_state``): its images have that stage's size.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 
 import torch
 from torch import nn
@@ -37,7 +44,7 @@ def _check_mapping(G: nn.Module) -> None:
     if not (hasattr(G, "mapping") and hasattr(G, "synthesis")):
         raise ValueError(
             f"{type(G).__name__} has no mapping network; style tools need model.arch "
-            f"stylegan2, dcgan-mapping, dcgan-adain or dcgan-demod"
+            f"stylegan2, stylegan, dcgan-mapping, dcgan-adain or dcgan-demod"
         )
 
 
@@ -113,12 +120,35 @@ def ws_resolutions(G: nn.Module) -> list[int]:
     return [min(4 * 2**i, side) for i in range(G.num_ws)]
 
 
+def truncation(G: nn.Module, psi: float | None = None, cutoff: int | None = None) -> tuple[float, int | None]:
+    """(psi, cutoff) with ``G``'s generation defaults where None; ValueError naming a bad value."""
+    psi = float(getattr(G, "truncation_psi", 1.0)) if psi is None else float(psi)
+    cutoff = getattr(G, "truncation_cutoff", None) if cutoff is None else int(cutoff)
+    if not math.isfinite(psi):
+        raise ValueError(f"truncation psi {psi} must be a finite number (1 = none, 0 = the average image)")
+    num_ws = getattr(G, "num_ws", None)
+    if cutoff is not None and num_ws is not None and not 1 <= cutoff <= num_ws:
+        raise ValueError(f"truncation cutoff {cutoff}: give 1..{num_ws} (the styles of this generator)")
+    return psi, cutoff
+
+
 def layer_range(G: nn.Module, name: str) -> list[int]:
-    """Style indices of the named range: coarse (4-8 px), middle (16-32 px), fine (64 px and up)."""
+    """Style indices of the named range: coarse (4-8 px), middle (16-32 px), fine (64 px and up).
+
+    A growing generator (``active_ws``) below full resolution only uses its
+    first styles; a range with styles but none in use is an error naming the stage.
+    """
     if name not in RANGES:
         raise ValueError(f"unknown layer range {name!r}; choose one of: {', '.join(RANGES)}")
     lo, hi = RANGES[name]
-    return [i for i, r in enumerate(ws_resolutions(G)) if lo <= r <= hi]
+    idx = [i for i, r in enumerate(ws_resolutions(G)) if lo <= r <= hi]
+    used = [i for i in idx if i < getattr(G, "active_ws", G.num_ws)]
+    if idx and not used:
+        raise ValueError(
+            f"layer range {name!r} ({lo}-{min(hi, G.synthesis.resolution)} px) is not in use: this generator "
+            f"is at {G.stage_resolution} px (its checkpoint's stage); use coarse or a lower range"
+        )
+    return used
 
 
 def mixing_grid(
@@ -201,7 +231,16 @@ def activations(G: nn.Module, z: Tensor, block: int) -> Tensor:
         synthesize(G, styles(G, z))
     finally:
         hook.remove()
+    if not out:  # a growing generator below full resolution does not run its top blocks
+        raise ValueError(
+            f"block {block} is not in use: this generator is at {G.stage_resolution} px "
+            f"(its checkpoint's stage); use a block below {_blocks_in_use(G)}"
+        )
     return out[0]
+
+
+def _blocks_in_use(G: nn.Module) -> int:
+    return G.stage_resolution.bit_length() - 2 if hasattr(G, "stage_resolution") else 0
 
 
 def first_layer_filters(G: nn.Module) -> Tensor:

@@ -11,7 +11,7 @@
 ``--layers`` is a named range (coarse 4-8 px, middle 16-32 px, fine 64 px and
 up) or indices ``0-3`` / ``0,2,5``; several ranges (mixing-k) are separated by
 ``,`` between names or ``;`` between index lists. Each mode needs a generator
-with a mapping network (stylegan2, dcgan-mapping, dcgan-adain, dcgan-demod),
+with a mapping network (stylegan2, stylegan, dcgan-mapping, dcgan-adain, dcgan-demod),
 except ``filters``.
 """
 
@@ -38,8 +38,8 @@ MAX_FRAMES = 512
 class StyleOptions:
     """Options of the style modes (defaults as NVlabs' generate.py / style_mixing.py)."""
 
-    psi: float = 1.0
-    cutoff: int | None = None
+    psi: float | None = None  # None: the generator's default in truncation mode (stylegan 0.7), else 1
+    cutoff: int | None = None  # None: the generator's default (stylegan 8), else every style
     noise_mode: str = "const"
     cols: list[int] = field(default_factory=lambda: [10, 11, 12, 13, 14])
     layers: str = "coarse"
@@ -91,18 +91,22 @@ def run_style_mode(
     if mode == "filters":
         _grid(storage, out, style.to_unit(style.first_layer_filters(G)))
         return out
+    if mode == "truncation":  # the generator's defaults (model.stylegan: 0.7 / 8) unless given
+        psi, cutoff = style.truncation(G, opt.psi, opt.cutoff)
+    else:  # the other modes show untruncated styles unless --psi is given (NVlabs' figures)
+        psi, cutoff = style.truncation(G, 1.0 if opt.psi is None else opt.psi, opt.cutoff)
     if mode == "truncation":
-        _grid(storage, out, style.images_from_seeds(G, seeds, opt.psi, opt.cutoff, opt.noise_mode))
+        _grid(storage, out, style.images_from_seeds(G, seeds, psi, cutoff, opt.noise_mode))
     elif mode == "mixing":
         layers = parse_layers(G, opt.layers)[0]
-        grid = style.mixing_grid(G, _z(G, seeds), _z(G, opt.cols), layers, opt.psi, opt.noise_mode)
+        grid = style.mixing_grid(G, _z(G, seeds), _z(G, opt.cols), layers, psi, opt.noise_mode)
         _grid(storage, out, grid, nrow=len(opt.cols) + 1)
     elif mode == "mixing-k":
         ranges = parse_layers(G, opt.layers)
         if len(seeds) != len(ranges) + 1:
             raise OutputError(f"--mode mixing-k: {len(seeds)} seeds need {len(seeds) - 1} --layers ranges")
-        imgs = style.mix_k(G, [_z(G, [s]) for s in seeds], ranges, opt.psi, opt.noise_mode)
-        sources = style.images_from_seeds(G, seeds, opt.psi, None, opt.noise_mode)
+        imgs = style.mix_k(G, [_z(G, [s]) for s in seeds], ranges, psi, opt.noise_mode)
+        sources = style.images_from_seeds(G, seeds, psi, None, opt.noise_mode)
         _grid(storage, out, torch.cat([sources, imgs]), nrow=len(seeds) + 1)
     elif mode == "blend":
         if len(seeds) != 2:
@@ -111,7 +115,7 @@ def run_style_mode(
         alphas = np.linspace(1.0, 0.0, _frames(opt))
         _grid(storage, out, torch.cat([style.blend(G, z1, z2, float(a), opt.noise_mode) for a in alphas]))
     elif mode == "interpolate":
-        _interpolate(G, seeds, out, opt, storage)
+        _interpolate(G, seeds, out, opt, psi, storage)
     elif mode == "activations":
         feats = style.activations(G, _z(G, seeds[:1]), opt.block)[0]
         _grid(storage, out, style.to_unit(feats.unsqueeze(1)))
@@ -126,7 +130,7 @@ def _frames(opt: StyleOptions) -> int:
     return opt.frames
 
 
-def _interpolate(G, seeds: list[int], out: str, opt: StyleOptions, storage: Storage) -> None:
+def _interpolate(G, seeds: list[int], out: str, opt: StyleOptions, psi: float, storage: Storage) -> None:
     """Frames between consecutive seeds as PNGs in ``<out stem>_frames/`` plus an animated GIF at ``out``."""
     from ganray.train.artifacts import tile
 
@@ -136,7 +140,7 @@ def _interpolate(G, seeds: list[int], out: str, opt: StyleOptions, storage: Stor
         raise OutputError("--mode interpolate needs at least 2 seeds (--seeds A,B[,C...])")
     frames = []
     for a, b in zip(seeds[:-1], seeds[1:]):
-        walk = style.interpolate(G, _z(G, [a]), _z(G, [b]), _frames(opt), opt.space, opt.psi, opt.noise_mode)
+        walk = style.interpolate(G, _z(G, [a]), _z(G, [b]), _frames(opt), opt.space, psi, opt.noise_mode)
         frames += [tile(f, nrow=1) for f in (walk if not frames else walk[1:])]
     folder = posixpath.splitext(out)[0] + "_frames"
     pics = [Image.fromarray(f[:, :, 0] if f.shape[2] == 1 else f) for f in frames]
@@ -156,8 +160,19 @@ STYLE_MODES = ("truncation", "mixing", "mixing-k", "blend", "interpolate", "acti
 def add_style_arguments(p: Any) -> None:
     """The style modes' options on the generate parser."""
     g = p.add_argument_group("style modes (generators with a mapping network)")
-    g.add_argument("--psi", type=float, default=1.0, help="truncation psi (1 = none, 0 = the average image)")
-    g.add_argument("--cutoff", type=int, default=None, help="truncate only styles < cutoff (default all)")
+    g.add_argument(
+        "--psi",
+        type=float,
+        default=None,
+        help="truncation psi (1 = none, 0 = the average image; default: the model's in truncation mode "
+        "(stylegan: model.stylegan.truncation_psi, 0.7), else 1)",
+    )
+    g.add_argument(
+        "--cutoff",
+        type=int,
+        default=None,
+        help="truncate only styles < cutoff (default: the model's, stylegan 8; else all)",
+    )
     g.add_argument("--noise-mode", choices=("const", "random", "none"), default="const", help="noise inputs")
     g.add_argument("--cols", type=parse_seeds, default=[10, 11, 12, 13, 14], help="mixing: column seeds")
     g.add_argument(
