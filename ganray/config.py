@@ -82,6 +82,19 @@ class StyleGAN2Config:
         "modulated conv path: fused (grouped), unfused (scale-conv-scale), auto",
         choices=("auto", "fused", "unfused"),
     )
+    num_fp16_res: int = _f(
+        4,
+        "mixed precision on CUDA (NVlabs): the N highest resolutions of G and D run in fp16 "
+        "(blocks of 8 px and up only; 0 = all fp32); CPU is always fp32; see train.amp",
+        min=0,
+        max=8,
+    )
+    conv_clamp: float = _f(
+        256.0,
+        "clamp conv outputs of G and D to +-X (NVlabs 256, guards fp16 against overflow; "
+        "applied in every dtype; 0 = off)",
+        min=0.0,
+    )
 
 
 @dataclass
@@ -269,7 +282,9 @@ class TrainConfig:
     max_steps_per_epoch: int = _f(0, "cap on steps per epoch (0 = whole dataset)", min=0)
     amp: str = _f(
         "auto",
-        "mixed precision: auto (bf16 on CUDA), off, bf16, fp16",
+        "mixed precision on CUDA (CPU is fp32): autocast in auto (bf16), bf16, fp16, or off; models "
+        "with per-block precision (stylegan2 num_fp16_res > 0) skip autocast and run those blocks in "
+        "fp16 (auto, fp16) or bf16",
         choices=("auto", "off", "bf16", "fp16"),
     )
     channels_last: bool = _f(True, "channels_last memory format on CUDA")

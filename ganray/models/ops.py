@@ -205,6 +205,13 @@ def modulated_conv2d(
     """
     n = x.shape[0]
     o, i, k, _ = weight.shape
+    if demodulate and x.dtype == torch.float16:
+        # fp16 tops out at 65504: scale each filter to max |w| = 1/sqrt(fan_in) and each image's
+        # styles to max |s| = 1 (NVlabs). Demodulation divides both scales out again.
+        weight = weight / (
+            weight.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8) * math.sqrt(i * k * k)
+        )
+        styles = styles / styles.abs().amax(dim=1, keepdim=True).clamp_min(1e-8)
     dcoefs = None
     if demodulate:
         # ||W_o * s||^2 = sum_i s_i^2 * sum_kk W_oi^2: an [N, I] x [I, O] matmul instead of

@@ -9,7 +9,11 @@ anew on the operators in ``ops.py``:
   (the first upsamples through the [1,3,3,1] FIR filter) with
   demodulation, per-layer noise with a learned strength (starts at 0), bias
   and leaky ReLU * sqrt(2); architectures ``skip`` (a toRGB per resolution,
-  upsampled and summed), ``resnet`` and ``orig``.
+  upsampled and summed), ``resnet`` and ``orig``;
+- mixed precision (``num_fp16_res``, ``conv_clamp``): the highest
+  resolutions compute in fp16 when the trainer asks for it (CUDA; see
+  ``precision.py``), every conv output is clamped to +-conv_clamp (times the
+  layer's gain), the toRGB outputs are summed into an fp32 image.
 
 Widths follow lucidrains' knobs: ``channels(res) = min(channel_base // res,
 fmap_max)`` with ``channel_base = 2 * network_capacity * resolution``, which
@@ -32,6 +36,7 @@ from torch import nn
 from ganray.config import ConfigError, ModelConfig
 from ganray.models.layers import EqualLinear, MappingNetwork, broadcast_ws
 from ganray.models.ops import EqualConv2d, bias_act, modulated_conv2d, setup_filter, upsample2d
+from ganray.models.precision import block_dtype, fp16_resolution
 from ganray.models.registry import register_arch
 from ganray.models.stylegan2_disc import SelfAttention, StyleGAN2Discriminator, channels_for
 
@@ -43,7 +48,16 @@ SQRT_HALF = math.sqrt(0.5)  # resnet branches are summed with this gain to keep 
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv (optionally 2x up) + noise + bias + lrelu: one style, one noise input."""
 
-    def __init__(self, c_in: int, c_out: int, w_dim: int, res: int, up: int = 1, fused: str = "auto"):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        w_dim: int,
+        res: int,
+        up: int = 1,
+        fused: str = "auto",
+        conv_clamp: float | None = None,
+    ):
         super().__init__()
         self.affine = EqualLinear(w_dim, c_in, bias_init=1.0)  # styles start at 1
         self.weight = nn.Parameter(torch.randn(c_out, c_in, 3, 3))
@@ -51,7 +65,7 @@ class SynthesisLayer(nn.Module):
         self.noise_strength = nn.Parameter(torch.zeros([]))  # noise starts switched off
         self.register_buffer("noise_const", torch.randn(res, res))
         self.register_buffer("resample_filter", setup_filter(), persistent=False)
-        self.res, self.up, self.fused = res, up, fused
+        self.res, self.up, self.fused, self.conv_clamp = res, up, fused, conv_clamp
 
     def forward(
         self, x: Tensor, w: Tensor, noise_mode: str = "random", noise: Tensor | None = None, gain: float = 1.0
@@ -63,25 +77,27 @@ class SynthesisLayer(nn.Module):
         elif noise is None and noise_mode == "const":
             noise = self.noise_const
         if noise is not None:
-            x = x + noise * self.noise_strength
-        return bias_act(x, self.bias, act=True, gain=gain)
+            x = x + (noise * self.noise_strength).to(x.dtype)
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return bias_act(x, self.bias, act=True, gain=gain, clamp=clamp)
 
 
 class ToRGB(nn.Module):
     """Modulated 1x1 conv to image channels, no demodulation (its output scale is the image)."""
 
-    def __init__(self, c_in: int, img_channels: int, w_dim: int):
+    def __init__(self, c_in: int, img_channels: int, w_dim: int, conv_clamp: float | None = None):
         super().__init__()
         self.affine = EqualLinear(w_dim, c_in, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(img_channels, c_in, 1, 1))
         self.bias = nn.Parameter(torch.zeros(img_channels))
         self.weight_gain = 1.0 / math.sqrt(c_in)
+        self.conv_clamp = conv_clamp
         self.register_buffer("resample_filter", setup_filter(), persistent=False)
 
     def forward(self, x: Tensor, w: Tensor) -> Tensor:
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, self.resample_filter, demodulate=False, fused=False)
-        return bias_act(x, self.bias, act=False)
+        return bias_act(x, self.bias, act=False, clamp=self.conv_clamp)
 
 
 def choose_fused(mode: str, x: Tensor) -> bool:
@@ -89,12 +105,13 @@ def choose_fused(mode: str, x: Tensor) -> bool:
 
     'auto': on CPU always scale-conv-scale (measured 2-3x faster than the
     grouped conv at batch 32, 32 px, in training and in inference; see
-    benchmarks/stylegan2.py); on GPU NVlabs' rule: grouped conv for inference,
-    scale-conv-scale in training (the shared weight gets one dense gradient).
+    benchmarks/stylegan2.py); on GPU NVlabs' rule: grouped conv for fp32
+    inference, scale-conv-scale in training (the shared weight gets one dense
+    gradient) and in reduced-precision blocks (their styles are pre-scaled).
     """
     if mode != "auto":
         return mode == "fused"
-    return x.device.type != "cpu" and not torch.is_grad_enabled()
+    return x.device.type != "cpu" and not torch.is_grad_enabled() and x.dtype == torch.float32
 
 
 class SynthesisBlock(nn.Module):
@@ -110,16 +127,19 @@ class SynthesisBlock(nn.Module):
         arch: str,
         is_last: bool,
         fused: str,
+        use_fp16: bool = False,
+        conv_clamp: float | None = None,
     ):
         super().__init__()
         self.arch, self.res = arch, res
+        self.use_fp16, self.low_dtype = use_fp16, None  # see precision.py
         if c_in == 0:
             self.const = nn.Parameter(torch.randn(c_out, 4, 4))
             self.conv0 = None
         else:
-            self.conv0 = SynthesisLayer(c_in, c_out, w_dim, res, up=2, fused=fused)
-        self.conv1 = SynthesisLayer(c_out, c_out, w_dim, res, fused=fused)
-        self.torgb = ToRGB(c_out, img_channels, w_dim) if (arch == "skip" or is_last) else None
+            self.conv0 = SynthesisLayer(c_in, c_out, w_dim, res, up=2, fused=fused, conv_clamp=conv_clamp)
+        self.conv1 = SynthesisLayer(c_out, c_out, w_dim, res, fused=fused, conv_clamp=conv_clamp)
+        self.torgb = ToRGB(c_out, img_channels, w_dim, conv_clamp) if (arch == "skip" or is_last) else None
         self.skip = (
             EqualConv2d(c_in, c_out, 1, bias=False, activation=False, up=2)
             if arch == "resnet" and c_in
@@ -130,21 +150,26 @@ class SynthesisBlock(nn.Module):
         self.num_torgb = 1 if self.torgb is not None else 0
 
     def forward(self, x, img, ws: Tensor, noise_mode: str, noise: list[Tensor | None]):
-        """``ws`` [N, num_conv + 1, w_dim]: the convs' styles then the toRGB's."""
+        """``ws`` [N, num_conv + 1, w_dim]: the convs' styles then the toRGB's.
+
+        ``x`` leaves in this block's dtype; ``img`` stays fp32.
+        """
+        dtype = block_dtype(self)
         if self.conv0 is None:
-            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
             x = self.conv1(x, ws[:, 0], noise_mode, noise[0])
         elif self.skip is not None:
+            x = x.to(dtype)
             y = self.skip(x, gain=SQRT_HALF)
             x = self.conv0(x, ws[:, 0], noise_mode, noise[0])
             x = y + self.conv1(x, ws[:, 1], noise_mode, noise[1], gain=SQRT_HALF)
         else:
-            x = self.conv0(x, ws[:, 0], noise_mode, noise[0])
+            x = self.conv0(x.to(dtype), ws[:, 0], noise_mode, noise[0])
             x = self.conv1(x, ws[:, 1], noise_mode, noise[1])
         if img is not None:
             img = upsample2d(img, self.resample_filter)
         if self.torgb is not None:
-            y = self.torgb(x, ws[:, self.num_conv])
+            y = self.torgb(x, ws[:, self.num_conv]).float()
             img = y if img is None else img + y
         return x, img
 
@@ -162,18 +187,31 @@ class SynthesisNetwork(nn.Module):
         arch: str = "skip",
         attn_layers: tuple[int, ...] = (),
         fused: str = "auto",
+        num_fp16_res: int = 0,
+        conv_clamp: float | None = None,
     ):
         super().__init__()
         self.w_dim, self.resolution = w_dim, resolution
+        low_res = fp16_resolution(resolution, num_fp16_res)
         resolutions = [2**i for i in range(2, int(math.log2(resolution)) + 1)]
         self.blocks = nn.ModuleList()
         self.attn = nn.ModuleDict()
         for res in resolutions:
             c_in = channels_for(res // 2, channel_base, channel_max) if res > 4 else 0
             c_out = channels_for(res, channel_base, channel_max)
-            self.blocks.append(
-                SynthesisBlock(c_in, c_out, w_dim, res, img_channels, arch, res == resolution, fused)
+            block = SynthesisBlock(
+                c_in,
+                c_out,
+                w_dim,
+                res,
+                img_channels,
+                arch,
+                res == resolution,
+                fused,
+                res >= low_res,
+                conv_clamp,
             )
+            self.blocks.append(block)
             if res in attn_layers:
                 self.attn[str(res)] = SelfAttention(c_out)
         self.num_ws = sum(b.num_conv for b in self.blocks) + 1
@@ -287,11 +325,30 @@ def build_stylegan2(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
     base = 2 * s.network_capacity * cfg.resolution
     attn = check_attn_layers(s.attn_layers, cfg.resolution)
     w_dim = s.w_dim or cfg.latent_dim
+    clamp = s.conv_clamp or None  # 0 = off
     synthesis = SynthesisNetwork(
-        w_dim, cfg.resolution, cfg.channels, base, s.fmap_max, s.g_arch, attn, s.modconv
+        w_dim,
+        cfg.resolution,
+        cfg.channels,
+        base,
+        s.fmap_max,
+        s.g_arch,
+        attn,
+        s.modconv,
+        s.num_fp16_res,
+        clamp,
     )
     G = StyleGAN2Generator(cfg.latent_dim, w_dim, s.mapping_layers, synthesis, s.mapping_lr_mul, s.w_avg_beta)
     D = StyleGAN2Discriminator(
-        cfg.resolution, cfg.channels, base, s.fmap_max, s.d_arch, s.mbstd_group, s.mbstd_channels, attn
+        cfg.resolution,
+        cfg.channels,
+        base,
+        s.fmap_max,
+        s.d_arch,
+        s.mbstd_group,
+        s.mbstd_channels,
+        attn,
+        s.num_fp16_res,
+        clamp,
     )
     return G, D

@@ -29,6 +29,9 @@ class ComputePlan:
     backend: str  # torch.distributed backend: nccl between GPUs, gloo between CPU processes
     amp_dtype: torch.dtype | None  # autocast dtype, None = full precision
     channels_last: bool  # NHWC memory format for 4-D weights and image batches
+    # Dtype of the reduced blocks of a model with per-block precision (StyleGAN2's
+    # num_fp16_res, NVlabs' recipe); such a model runs without autocast. None = fp32.
+    block_dtype: torch.dtype | None = None
 
     @property
     def use_gpu(self) -> bool:
@@ -44,6 +47,14 @@ def compute_plan(train: TrainConfig, gpu: bool | None = None) -> ComputePlan:
     ``train.use_gpu`` 'auto' uses CUDA when present, 'no' never, 'yes' requires
     it. Mixed precision and channels_last apply on CUDA only ('auto' AMP is
     bf16 there; fp16 also gets a GradScaler in the Trainer).
+
+    Two kinds of mixed precision, one per kind of model (the Trainer picks):
+    autocast (``amp_dtype``) for models without per-block precision, and the
+    model's own casts (``block_dtype``) for models with reduced blocks
+    (StyleGAN2 with ``num_fp16_res`` > 0): 'auto' and 'fp16' give NVlabs'
+    fp16 blocks (clamped by ``conv_clamp``), 'bf16' bf16 blocks, 'off' fp32.
+    The model's casts keep its low resolutions, mapping, toRGB sum and D
+    epilogue in fp32, which autocast would not.
     """
     if gpu is None:
         gpu = train.use_gpu != "no" and torch.cuda.is_available()
@@ -52,7 +63,8 @@ def compute_plan(train: TrainConfig, gpu: bool | None = None) -> ComputePlan:
     if not gpu:
         return ComputePlan("cpu", "gloo", None, False)
     amp = {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[train.amp]
-    return ComputePlan("cuda", "nccl", amp, train.channels_last)
+    block = {"auto": torch.float16, "bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[train.amp]
+    return ComputePlan("cuda", "nccl", amp, train.channels_last, block)
 
 
 def to_channels_last(module: nn.Module) -> nn.Module:

@@ -28,6 +28,7 @@ from ganray.config import Config, ConfigError, build_config
 from ganray.config_compat import identity
 from ganray.data import build_dataset
 from ganray.models import build_models
+from ganray.models.precision import set_block_dtype
 from ganray.optim import build_optimizers, build_scheduler
 from ganray.storage import Storage, join
 from ganray.train import artifacts, progressive
@@ -121,11 +122,16 @@ class Trainer:
         G, D = G.to(dev), D.to(dev)
         if self.plan.channels_last:
             G, D = to_channels_last(G), to_channels_last(D)
+        # Models with per-block precision (StyleGAN2 num_fp16_res) cast inside instead of
+        # autocast (see compute_plan); G_ema, a copy, computes like G. The loss scalers
+        # follow the low dtype in use (fp16 gets them).
+        amp = low = self.plan.amp_dtype
+        if set_block_dtype(G, self.plan.block_dtype) + set_block_dtype(D, self.plan.block_dtype):
+            amp, low = None, self.plan.block_dtype
         use_ema = c.train.ema_decay > 0 or c.train.ema_kimg > 0
         G_ema = copy.deepcopy(G).eval().requires_grad_(False) if use_ema else None
         opt_g, opt_d = build_optimizers(G, D, c.optim, c.train.reg)
-        amp = self.plan.amp_dtype
-        scaler_g, scaler_d = grad_scalers(amp, dev)
+        scaler_g, scaler_d = grad_scalers(low, dev)
         self.state = GanState(
             G=G,
             D=D,
