@@ -9,8 +9,10 @@ For each resolution (32 and 64 px) with the stylegan2-quickstart recipe:
 - the share of step time spent in modulated convs and in FIR filtering
   (torch.profiler record_function ranges, self time of their ops);
 - forward/backward time of the fused (grouped) and scale-conv-scale
-  modulated-conv paths, in training and in inference: the measurement
-  behind ``choose_fused``'s 'auto' rule.
+  modulated-conv paths, in training and in inference, for one 128-channel
+  layer and (``--modconv-only``) for the whole quickstart G at batch 1, 8
+  and 32, the two paths alternating: the measurement behind
+  ``choose_fused``'s 'auto' rule.
 
 Runs on CUDA when present (same script). The machine's load average is in
 the JSON: on a shared machine absolute figures are pessimistic, ratios less so.
@@ -22,6 +24,7 @@ Writes benchmarks/results/stylegan2.json.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
@@ -158,13 +161,79 @@ def modconv_paths(device, batch: int, res: int, channels: int = 128) -> dict:
     return out
 
 
+def modconv_rule(device, batches: tuple[int, ...], res: int, rounds: int) -> dict:
+    """The 'auto' rule's measurement: the whole quickstart G with every layer forced fused or unfused.
+
+    Per batch size and mode (train: G forward + backward; eval: no_grad forward), the two
+    paths run alternately ``rounds`` times; the medians and their ratio are reported, so a
+    load change on a shared machine hits both paths alike.
+    """
+    from ganray.models.stylegan2 import SynthesisLayer
+
+    cfg = load_config("stylegan2-quickstart", [f"model.resolution={res}", f"data.resolution={res}"])
+    torch.manual_seed(0)
+    G = build_models(cfg.model)[0].to(device)
+    layers = [m for m in G.modules() if isinstance(m, SynthesisLayer)]
+    out = {}
+    for batch in batches:
+        z = torch.randn(batch, G.latent_dim, device=device)
+        for mode in ("train", "eval"):
+            times: dict[str, list[float]] = {"fused": [], "unfused": []}
+            for r in range(rounds + 1):  # round 0 warms up
+                for path in ("fused", "unfused") if r % 2 else ("unfused", "fused"):
+                    for m in layers:
+                        m.fused = path
+                    _sync(device)
+                    t = time.perf_counter()
+                    if mode == "train":
+                        G(z).square().mean().backward()
+                    else:
+                        with torch.no_grad():
+                            G(z)
+                    _sync(device)
+                    if r:
+                        times[path].append(time.perf_counter() - t)
+            med = {k: sorted(v)[len(v) // 2] * 1000 for k, v in times.items()}
+            out[f"batch{batch}_{mode}"] = {
+                "fused_ms": round(med["fused"], 2),
+                "unfused_ms": round(med["unfused"], 2),
+                "unfused_over_fused": round(med["unfused"] / med["fused"], 3),
+                "unfused_wins_rounds": sum(u < f for u, f in zip(times["unfused"], times["fused"])),
+                "rounds": rounds,
+            }
+    for m in layers:
+        m.fused = "auto"
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=16, help="timed steps per setting (a multiple of 16)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--resolutions", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument(
+        "--modconv-only",
+        action="store_true",
+        help="only re-measure the modconv 'auto' rule (whole G) and update that key of --out",
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=9, help="alternating rounds of the modconv rule measurement"
+    )
     args = ap.parse_args()
+    if args.modconv_only:
+        result = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+        load0 = os.getloadavg()
+        rule = modconv_rule(default_device(), (1, 8, 32), 32, args.rounds)
+        result["modconv_rule_whole_G_32px"] = {
+            "device": str(default_device()),
+            "threads": torch.get_num_threads(),
+            "load_average_start": [round(x, 2) for x in load0],
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
+            **rule,
+        }
+        write_result(result, args.out)
+        return
     device = default_device()
     result = {
         "device": str(device),
