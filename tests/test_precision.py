@@ -11,7 +11,6 @@ import math
 import pytest
 import torch
 
-from ganray.config import load_config
 from ganray.models import build_models
 from ganray.models.ops import EqualConv2d
 from ganray.models.precision import fp16_resolution, set_block_dtype
@@ -20,20 +19,9 @@ from ganray.optim import build_optimizers
 from ganray.train.distributed import DistContext, compute_plan
 from ganray.train.loop import Trainer
 from ganray.train.step import GanState, gan_step, grad_scalers
+from tests.test_stylegan2_train import tiny_cfg as tiny
 
 CPU = torch.device("cpu")
-TINY = [
-    "model.latent_dim=8",
-    "model.stylegan2.network_capacity=2",
-    "model.stylegan2.fmap_max=16",
-    "model.stylegan2.w_dim=8",
-    "model.stylegan2.mapping_layers=2",
-    "train.batch_size=8",
-]
-
-
-def tiny(*extra):
-    return load_config("stylegan2-quickstart", [*TINY, *extra])
 
 
 def models(*extra):
@@ -104,12 +92,7 @@ def test_fp16_blocks_forward_and_backward_on_cpu_with_fp32_boundaries():
 
 def test_gan_steps_with_fp16_blocks_and_loss_scalers_train():
     """The GPU recipe run on the CPU: fp16 blocks, no autocast, GradScalers, every phase."""
-    cfg = tiny(
-        "model.stylegan2.num_fp16_res=4",
-        "train.reg.r1_gamma=1.0",
-        "train.reg.r1_interval=2",
-        "train.reg.pl_interval=2",
-    )
+    cfg = tiny("model.stylegan2.num_fp16_res=4")  # R1 and path length every 2 steps
     torch.manual_seed(0)
     G, D = build_models(cfg.model)
     assert set_block_dtype(G, torch.float16) == 3 and set_block_dtype(D, torch.float16) == 3
