@@ -140,8 +140,15 @@ def main() -> None:
     p.add_argument("--archs", nargs="+", default=["quickstart", "stylegan2-quickstart"], help="presets")
     p.add_argument("--num-samples", type=int, default=10_000, help="FID samples (and reference images)")
     p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "ganray-fid-stats"))
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: on a loaded shared machine 2 threads ran 5x slower, waiting for each other)",
+    )
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     bad = [b for b in args.budgets if b <= 0 or b % CHUNK]
     if bad:
         raise SystemExit(f"--budgets {bad}: each must be a positive multiple of {CHUNK} images")
