@@ -220,7 +220,10 @@ def main() -> None:
     ap.add_argument(
         "--rounds", type=int, default=9, help="alternating rounds of the modconv rule measurement"
     )
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.modconv_only:
         result = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
         load0 = os.getloadavg()
