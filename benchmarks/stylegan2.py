@@ -228,13 +228,15 @@ def main() -> None:
         result = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
         load0 = os.getloadavg()
         rule = modconv_rule(default_device(), (1, 8, 32), 32, args.rounds)
-        result["modconv_rule_whole_G_32px"] = {
-            "device": str(default_device()),
-            "threads": torch.get_num_threads(),
-            "load_average_start": [round(x, 2) for x in load0],
-            "load_average_end": [round(x, 2) for x in os.getloadavg()],
-            **rule,
-        }
+        result.setdefault("modconv_rule_whole_G_32px", []).append(  # one entry per run: load varies
+            {
+                "device": str(default_device()),
+                "threads": torch.get_num_threads(),
+                "load_average_start": [round(x, 2) for x in load0],
+                "load_average_end": [round(x, 2) for x in os.getloadavg()],
+                **rule,
+            }
+        )
         write_result(result, args.out)
         return
     device = default_device()

@@ -103,11 +103,18 @@ class ToRGB(nn.Module):
 def choose_fused(mode: str, x: Tensor) -> bool:
     """Which modulated-conv path runs: 'fused', 'unfused', or 'auto'.
 
-    'auto': on CPU always scale-conv-scale (measured 2-3x faster than the
-    grouped conv at batch 32, 32 px, in training and in inference; see
-    benchmarks/stylegan2.py); on GPU NVlabs' rule: grouped conv for fp32
-    inference, scale-conv-scale in training (the shared weight gets one dense
-    gradient) and in reduced-precision blocks (their styles are pre-scaled).
+    'auto' on CPU: always scale-conv-scale. benchmarks/results/stylegan2.json
+    (``modconv_rule_whole_G_32px``: the quickstart G with every layer forced
+    to one path, the paths alternating, medians of 9 rounds, 3 runs at load
+    average 9-10 on 2 cores, 1 and 2 threads): unfused takes 0.13-0.45x the
+    fused time at batch 32 and 0.19-0.51x at batch 8 in training and in
+    inference (one batch-8 inference run tied, 1.28x with 5 of 9 rounds won),
+    and 0.39-0.93x in training at batch 1. Only batch-1 inference is unsettled
+    (fused 2.2x faster in one run, a tie in one, 0.55x in the 2-thread run),
+    and there both take milliseconds, so the rule keeps one path on CPU.
+    On GPU NVlabs' rule (not measured here, no GPU): grouped conv for fp32
+    inference, scale-conv-scale in training (the shared weight gets one
+    dense gradient) and in reduced-precision blocks (styles are pre-scaled).
     """
     if mode != "auto":
         return mode == "fused"
