@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from ganray.storage import Storage
 from ganray.train.lease import LEASE_FILE, Lease
 from ganray.tune.driver import SEARCH_LEASE_FILE
@@ -73,3 +75,30 @@ def test_the_experiment_lease_is_not_a_run_lease():
     # Trials' runs lease EXPERIMENT/trials/ID/lease.json; a `ganray.train` run named like the
     # experiment would lease STORAGE/NAME/lease.json: neither is the search's file.
     assert SEARCH_LEASE_FILE != LEASE_FILE
+
+
+def test_a_search_whose_lease_was_taken_over_does_not_write_its_summary(tmp_path):
+    # The first search's driver stalls (a suspended machine) past its lease's expiry; a second
+    # search takes the experiment over; the first notices at its next heartbeat.
+    from ganray.tune.driver import SearchError, check_still_held
+    from ganray.tune.trial import TrialContext
+
+    storage, experiment = Storage(), str(tmp_path / "quickstart")
+    first = Lease(storage, experiment, "first", heartbeat_s=0.5, stale_after_s=0.2, file=SEARCH_LEASE_FILE)
+    first.acquire()
+    ctx = TrialContext(space=None, experiment_uri=experiment)
+    check_still_held(first, ctx)  # held: nothing to say
+    time.sleep(0.3)
+    second = Lease(storage, experiment, "second", file=SEARCH_LEASE_FILE)
+    second.acquire()  # the first's heartbeat is older than its stale_after_s
+    try:
+        deadline = time.time() + 10
+        while not first.lost and time.time() < deadline:
+            time.sleep(0.1)
+        with pytest.raises(SearchError, match="another search took over this experiment") as e:
+            check_still_held(first, ctx)
+        assert f"trials stay in {experiment}/trials" in str(e.value) and "--resume" in str(e.value)
+        first.release()  # leaves the second search's lease alone
+        assert json.loads((tmp_path / "quickstart" / SEARCH_LEASE_FILE).read_text())["owner"] == "second"
+    finally:
+        second.release()

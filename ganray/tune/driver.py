@@ -240,10 +240,24 @@ def run_search(space: Space, opts: SearchOptions):
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         grid = tuner.fit()
         outcome = collect(grid, ctx, storage)
+        check_still_held(lease, ctx)
         write_outcome(outcome, storage)
         return outcome
     finally:  # also on Ctrl-C and errors; a killed search's lease goes stale instead
         lease.release()
+
+
+def check_still_held(lease, ctx: TrialContext) -> None:
+    """Raise SearchError if another search took the experiment over while this one ran
+    (this driver stalled past its lease's expiry, e.g. a suspended machine): the
+    summary must not be written over that search's."""
+    if lease.lost:
+        raise SearchError(
+            f"another search took over this experiment while this one ran (its lease was not "
+            f"refreshed in time: {lease.lost}); this search's trials stay in {ctx.trials_uri}, but "
+            "its summary (best.json, results.parquet) is not written over the other search's; re-run "
+            "with --resume once that search has finished"
+        )
 
 
 def hold_experiment(storage: Storage, experiment_uri: str):
