@@ -217,3 +217,16 @@ def test_every_parameter_is_in_the_graph_only_used_ones_learn(res, alpha):
             else:
                 learns = True
             assert bool(p.grad.abs().sum() > 0) == learns, f"{prefix}.{name}"
+
+
+def test_quickstart_preset_grows_from_4_to_32_px_within_its_epochs():
+    from ganray.train.progressive import build_schedule
+
+    cfg = load_config("stylegan-quickstart")
+    sched = build_schedule(cfg)
+    images = cfg.train.epochs * round(cfg.data.subset * (1 - cfg.data.val_fraction))  # one pass per epoch
+    assert sched.stage(0).resolution == 4 and sched.stage(images - 1).resolution == 32
+    assert sched.stage(images - 1).alpha == 1.0  # the fade into 32 px is over before the end
+    assert cfg.train.reg.style_mixing == 0.9 and cfg.train.loss == "bce" and cfg.train.reg.r1_gamma > 0
+    wgan = load_config("stylegan-quickstart", ["train.loss=wgan-gp", "train.reg.r1_gamma=0"])
+    assert wgan.train.loss == "wgan-gp" and wgan.train.drift > 0
