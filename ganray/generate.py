@@ -68,10 +68,17 @@ def run_images(req: Request, storage: Storage) -> str:
     kind = output_kind(req.out, storage)
     check_output(req.out, kind, len(req.seeds), storage)
     G, cfg, which = load_generator(resolve_checkpoint(req.checkpoint), storage, req.use_ema)
-    shape = (len(req.seeds), cfg.model.resolution, cfg.model.resolution, cfg.model.channels)
+    size, stage = cfg.model.resolution, getattr(G, "stage_resolution", cfg.model.resolution)
+    if stage != size:  # a checkpoint from mid-growth: upsampled (nearest) like its grids and FID inputs
+        from ganray.train.progressive import FullSize
+
+        G = FullSize(G, size)
+    shape = (len(req.seeds), size, size, cfg.model.channels)
     n = WRITERS[kind](storage, req.out, sample_seeds(G, req.seeds, req.batch), req.seeds, shape)
-    print(f"{n} images from {which} ({cfg.model.arch}, {cfg.model.resolution}px) -> {req.out} ({kind})",
-          file=sys.stderr)  # fmt: skip
+    grown = f", generated at {stage}px and upsampled" if stage != size else ""
+    print(
+        f"{n} images from {which} ({cfg.model.arch}, {size}px{grown}) -> {req.out} ({kind})", file=sys.stderr
+    )
     return req.out
 
 

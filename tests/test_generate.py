@@ -120,3 +120,25 @@ def test_bad_options_are_usage_errors(checkpoint, capsys, args, fragment):
     with pytest.raises(SystemExit) as e:
         main(["--checkpoint", checkpoint, *args])
     assert e.value.code == 2 and fragment in capsys.readouterr().err
+
+
+def test_a_mid_growth_checkpoint_writes_full_size_images(tmp_path):
+    """A stylegan stopped at 8 px: folders/arrays hold model.resolution images (nearest), as its FID saw."""
+    from ganray.models import build_models
+
+    cfg = load_config(
+        None,
+        ["model.arch=stylegan", "model.latent_dim=8", "model.stylegan.network_capacity=1",
+         "model.stylegan.fmap_max=8", "model.stylegan.w_dim=8", "model.stylegan.mapping_layers=2",
+         "train.progressive.enabled=true"],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    G, D = build_models(cfg.model)
+    extra = {"images": 10, "phase": 1, "resolution": 8, "alpha": 1.0}
+    state = {"epoch": 1, "config": cfg.to_dict(), "G": G.state_dict(), "D": D.state_dict(), "extra": extra}
+    path = ckpt.save_checkpoint(Storage(), str(tmp_path / "run"), state, {})
+    out = tmp_path / "fakes.npz"
+    assert main(["--checkpoint", path, "--seeds", "0-2", "--out", str(out)]) == 0
+    arr = np.load(out)["arr_0"]
+    assert arr.shape == (3, 32, 32, 1)
+    assert (arr[:, ::4, ::4] == arr[:, 3::4, 3::4]).all()  # 4x4 blocks: nearest upsampling of 8 px
