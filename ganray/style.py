@@ -13,7 +13,8 @@ eval mode and returns images in [-1, 1] as ``[N, C, R, R]`` tensors:
   0.7 / 8; others: no truncation).
 - ``layer_range(G, 'coarse' | 'middle' | 'fine')``: style indices by resolution
   (StyleGAN paper: coarse 4-8 px, middle 16-32 px, fine 64 px and up), only
-  styles in use at a growing generator's stage.
+  styles in use at a growing generator's stage (``check_range_in_use`` refuses
+  a range left empty by the stage).
 - ``mixing_grid(G, row_z, col_z, layers)``: rows take the column seeds' styles
   at ``layers``; first row/column show the sources (the StyleGAN figure).
 - ``mix_k(G, zs, ranges)``: styles of k latents, latent j at ``ranges[j]``.
@@ -132,18 +133,24 @@ def truncation(G: nn.Module, psi: float | None = None, cutoff: int | None = None
     return psi, cutoff
 
 
-def layer_range(G: nn.Module, name: str) -> list[int]:
+def layer_range(G: nn.Module, name: str, in_use: bool = True) -> list[int]:
     """Style indices of the named range: coarse (4-8 px), middle (16-32 px), fine (64 px and up).
 
     A growing generator (``active_ws``) below full resolution only uses its
-    first styles; a range with styles but none in use is an error naming the stage.
+    first styles: with ``in_use`` the others are left out.
     """
     if name not in RANGES:
         raise ValueError(f"unknown layer range {name!r}; choose one of: {', '.join(RANGES)}")
     lo, hi = RANGES[name]
     idx = [i for i, r in enumerate(ws_resolutions(G)) if lo <= r <= hi]
-    used = [i for i in idx if i < getattr(G, "active_ws", G.num_ws)]
-    if idx and not used:
+    return [i for i in idx if i < getattr(G, "active_ws", G.num_ws)] if in_use else idx
+
+
+def check_range_in_use(G: nn.Module, name: str) -> list[int]:
+    """``layer_range(G, name)``, or a ValueError naming the stage when the range has styles but none in use."""
+    used = layer_range(G, name)
+    if not used and layer_range(G, name, in_use=False):
+        lo, hi = RANGES[name]
         raise ValueError(
             f"layer range {name!r} ({lo}-{min(hi, G.synthesis.resolution)} px) is not in use: this generator "
             f"is at {G.stage_resolution} px (its checkpoint's stage); use coarse or a lower range"

@@ -55,7 +55,7 @@ def parse_layers(G: torch.nn.Module, text: str) -> list[list[int]]:
     for g in groups:
         g = g.strip()
         if g in style.RANGES:
-            out.append(style.layer_range(G, g))
+            out.append(style.check_range_in_use(G, g))
         else:
             try:
                 idx = parse_seeds(g) if g else []

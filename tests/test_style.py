@@ -150,8 +150,9 @@ def test_stylegan_ranges_truncation_defaults_and_stage(sg1):
         style.activations(sg1, style.z_from_seeds([0], 8), 3)
     sg1.set_stage(8, 1.0)
     try:
+        assert style.layer_range(sg1, "middle") == [] and style.layer_range(sg1, "middle", in_use=False)
         with pytest.raises(ValueError, match="'middle' .* not in use"):
-            style.layer_range(sg1, "middle")
+            style.check_range_in_use(sg1, "middle")
     finally:
         sg1.set_stage(16, 0.5)
 
