@@ -142,7 +142,9 @@ def build_batches(
     DataError if the training split cannot fill the largest batch the run will use.
     """
     train, val = train_val_split(ds, cfg.data.val_fraction, cfg.train.seed)
-    largest, res = max((schedule.batch_size(r), r) for r in schedule.resolutions())
+    largest, _, res = max(
+        (schedule.batch_size(r), r in schedule.batch_sizes, r) for r in schedule.resolutions()
+    )
     if largest > len(train):
         key = (
             "train.batch_size"
