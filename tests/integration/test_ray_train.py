@@ -109,7 +109,8 @@ DDP_CASES = {
         112,
         [(8.0, 0.25), (8.0, 1.0)],
     ),
-    # Issue 12: lazy R1 and path length (every 2nd step), style mixing 0.9, DiffAugment with ADA, G_ema.
+    # Issue 12: the preset's R1, path length and style mixing (0.9), with R1 every 2nd step and path
+    # length every 3rd; DiffAugment (all ops) at p 0.5 whose ADA moves p every 4 steps; G_ema.
     "stylegan2-phases": (
         "stylegan2-quickstart",
         [
@@ -117,12 +118,10 @@ DDP_CASES = {
             "model.stylegan2.network_capacity=2",
             "model.stylegan2.fmap_max=16",
             "model.stylegan2.w_dim=16",
-            "train.reg.r1_gamma=1.0",
             "train.reg.r1_interval=2",
-            "train.reg.pl_interval=2",
-            "train.augment.policy=translation,cutout,color",
+            "train.reg.pl_interval=3",
+            "train.augment.policy=color,translation,cutout",
             "train.augment.p=0.5",
-            "train.augment.ada_interval=1",
             "train.augment.ada_kimg=1",
         ],
         192,
