@@ -46,6 +46,9 @@ def test_cli_trains_and_logs_progress(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "epoch 1/1 step" in proc.stderr and "img/s" in proc.stderr and "ETA" in proc.stderr
+    (summary,) = [line for line in proc.stderr.splitlines() if "epoch 1/1 done: " in line]
+    row = artifacts.read_metrics(Storage(), join(str(tmp_path), "cli"))[0]
+    assert f"d_loss {row['d_loss']:.3f}, g_loss {row['g_loss']:.3f}" in summary and "FID" not in summary
     assert [r["epoch"] for r in artifacts.read_metrics(Storage(), join(str(tmp_path), "cli"))] == [1]
 
 

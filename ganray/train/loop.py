@@ -11,7 +11,6 @@ import copy
 import hashlib
 import json
 import logging
-import math
 import random
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from ganray.train import artifacts, progressive
 from ganray.train.batches import build_batches
 from ganray.train.distributed import DistContext, compute_plan, to_channels_last, unwrap
 from ganray.train.lease import Lease, LeaseError, new_owner
+from ganray.train.progress import epoch_summary, progress_line
 from ganray.train.rng import capture_rng, restore_rng, to_device
 from ganray.train.step import GanState, gan_step, grad_scalers, sample_slice, training_state_metrics
 
@@ -287,6 +287,8 @@ class Trainer:
                 raise
             self.epoch += 1
             self.history.append(row)
+            if self.ctx.is_main:
+                log.info("%s", epoch_summary(row, c.train.epochs))
             uri = self._save_artifacts(row)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(row, uri)
@@ -365,19 +367,8 @@ class Trainer:
         )
 
     def _log_progress(self, epoch: int, step: int, n_steps: int, img_s: float, t_start: float) -> None:
-        c = self.cfg
-        done = (epoch - 1) * n_steps + step
-        todo = (c.train.epochs - epoch) * n_steps + (n_steps - step)
-        elapsed = time.time() - t_start
-        eta = elapsed / max(done, 1) * todo if done else float("nan")
         log.info(
-            "epoch %d/%d step %d/%d  %.0f img/s  ETA %s",
-            epoch,
-            c.train.epochs,
-            step,
-            n_steps,
-            img_s,
-            _fmt_seconds(eta),
+            "%s", progress_line(epoch, self.cfg.train.epochs, step, n_steps, img_s, time.time() - t_start)
         )
 
     @torch.no_grad()
@@ -491,13 +482,6 @@ class Trainer:
             rows = progressive.loss_table(self.state)
             self.storage.write_text(join(self.run_uri, progressive.LOSS_TABLE), json.dumps(rows, indent=1))
         return uri
-
-
-def _fmt_seconds(s: float) -> str:
-    if not math.isfinite(s):
-        return "?"
-    s = int(s)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def fit(cfg: Config, ctx: DistContext | None = None, **kw: Any) -> list[dict[str, Any]]:
