@@ -36,7 +36,15 @@ from ganray.train.distributed import DistContext, compute_plan, to_channels_last
 from ganray.train.lease import Lease, LeaseError, new_owner
 from ganray.train.progress import epoch_summary, progress_line
 from ganray.train.rng import capture_rng, restore_rng, to_device
-from ganray.train.step import GanState, gan_step, grad_scalers, sample_slice, training_state_metrics
+from ganray.train.step import (
+    GanState,
+    gan_step,
+    gather_ada_sums,
+    grad_scalers,
+    own_ada_sums,
+    sample_slice,
+    training_state_metrics,
+)
 
 log = logging.getLogger("ganray.train")
 
@@ -197,6 +205,7 @@ class Trainer:
                 obj.load_state_dict(sd[name])
         restore_rng(sd["rng"], s.noise, self.ctx.device)
         s.extra = to_device(sd.get("extra", {}), self.ctx.device)
+        own_ada_sums(s, self.ctx)
         progressive.apply_stage(s, self.growth)  # the stage (and alpha) of the images seen
         self.epoch, self.images_seen, self.history = sd["epoch"], sd["images_seen"], list(sd["history"])
         self.resumed_at = [*sd.get("resumed_at", []), self.epoch]
@@ -329,6 +338,7 @@ class Trainer:
                 last_log = time.time()
                 self._log_progress(epoch, steps, n_steps, images / (last_log - t0), t_start)
         self.images_seen += images
+        gather_ada_sums(s, c.train, ctx)  # before rank 0 checkpoints: the sums of every rank
         seconds = time.time() - t0
         train = ctx.all_reduce_sum(sums) / (steps * ctx.world_size)
         by_res.merge_into(s, ctx)

@@ -316,6 +316,31 @@ def _adapt_augment(state: GanState, cfg: TrainConfig, global_batch: int, ctx: Di
     )
 
 
+ADA_SUMS = ("ada_sign_sum", "ada_count")  # per-rank sums since the last adjustment of p
+
+
+def gather_ada_sums(state: GanState, cfg: TrainConfig, ctx: DistContext) -> None:
+    """Move every rank's ADA sums since the last adjustment to rank 0 (the others keep none).
+
+    Called at the end of each epoch, before rank 0 checkpoints its state: the checkpoint then
+    holds the sums of all ranks, and a resumed run (every rank loads rank 0's state, then
+    ``own_ada_sums``) adjusts p from the same r_t as an uninterrupted one."""
+    if cfg.augment.ada_target <= 0:
+        return
+    sums = ctx.all_reduce_sum(
+        torch.tensor([float(state.extra.pop(k, 0)) for k in ADA_SUMS], dtype=torch.float64, device=ctx.device)
+    )
+    if ctx.is_main:
+        state.extra["ada_sign_sum"], state.extra["ada_count"] = float(sums[0]), int(sums[1])
+
+
+def own_ada_sums(state: GanState, ctx: DistContext) -> None:
+    """After a restore from rank 0's checkpoint: only rank 0 keeps the gathered ADA sums."""
+    if not ctx.is_main:
+        for k in ADA_SUMS:
+            state.extra.pop(k, None)
+
+
 def training_state_metrics(state: GanState) -> dict[str, float]:
     """Scalars of ``state.extra`` worth a metrics column (pl_mean, aug_p, ada_rt)."""
     return {k: float(state.extra[k]) for k in ("pl_mean", "aug_p", "ada_rt") if k in state.extra}
