@@ -192,6 +192,10 @@ def _rank_main(rank, init_file, out_file, arch):
         gan_step(state, reals()[rank * 4 : (rank + 1) * 4], c.train, c.optim, ctx)
     if rank == 0:
         torch.save(_params(state), out_file)
+    # The DDP modules hold the process group: freed only at interpreter exit, its gloo threads
+    # once aborted rank 0 ("terminate called without an active exception", SIGABRT in CI).
+    del state
+    dist.barrier()
     dist.destroy_process_group()
 
 

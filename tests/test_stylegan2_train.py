@@ -129,6 +129,10 @@ def _rank_main(rank, init_file, out_file):
         gan_step(state, real, cfg.train, cfg.optim, ctx)
     if rank == 0:
         torch.save({"params": _params(state), "extra": state.extra}, out_file)
+    # The DDP modules hold the process group: freed only at interpreter exit, its gloo threads
+    # once aborted rank 0 ("terminate called without an active exception", SIGABRT in CI).
+    del state
+    dist.barrier()
     dist.destroy_process_group()
 
 
