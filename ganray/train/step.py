@@ -297,26 +297,20 @@ REG_PHASES = (
 )
 
 
+ADA_SUMS = ("ada_sign_sum", "ada_count")  # per-rank sums since the last adjustment of p
+
+
 def _adapt_augment(state: GanState, cfg: TrainConfig, global_batch: int, ctx: DistContext) -> None:
     """Every ``ada_interval`` steps move ``aug_p`` by ADA's rule from r_t over all ranks."""
     a = cfg.augment
     if a.ada_target <= 0 or state.extra["step"] % a.ada_interval:
         return
-    sums = ctx.all_reduce_sum(
-        torch.tensor(
-            [state.extra.pop("ada_sign_sum", 0.0), state.extra.pop("ada_count", 0)],
-            dtype=torch.float64,
-            device=ctx.device,  # NCCL reduces device tensors only
-        )
-    )
-    rt = float(sums[0] / sums[1].clamp_min(1))
+    sign_sum, count = _pop_reduced_ada_sums(state, ctx)
+    rt = sign_sum / max(count, 1)
     state.extra["ada_rt"] = rt
     state.extra["aug_p"] = augment.ada_adjust(
         state.extra.get("aug_p", a.p), rt, a.ada_target, global_batch * a.ada_interval, a.ada_kimg
     )
-
-
-ADA_SUMS = ("ada_sign_sum", "ada_count")  # per-rank sums since the last adjustment of p
 
 
 def gather_ada_sums(state: GanState, cfg: TrainConfig, ctx: DistContext) -> None:
@@ -327,11 +321,17 @@ def gather_ada_sums(state: GanState, cfg: TrainConfig, ctx: DistContext) -> None
     ``own_ada_sums``) adjusts p from the same r_t as an uninterrupted one."""
     if cfg.augment.ada_target <= 0:
         return
-    sums = ctx.all_reduce_sum(
+    sign_sum, count = _pop_reduced_ada_sums(state, ctx)
+    if ctx.is_main:
+        state.extra["ada_sign_sum"], state.extra["ada_count"] = sign_sum, count
+
+
+def _pop_reduced_ada_sums(state: GanState, ctx: DistContext) -> tuple[float, int]:
+    """This rank's ADA sums, removed from its state, summed over all ranks (exact: integers in float64)."""
+    sums = ctx.all_reduce_sum(  # NCCL reduces device tensors only
         torch.tensor([float(state.extra.pop(k, 0)) for k in ADA_SUMS], dtype=torch.float64, device=ctx.device)
     )
-    if ctx.is_main:
-        state.extra["ada_sign_sum"], state.extra["ada_count"] = float(sums[0]), int(sums[1])
+    return float(sums[0]), int(sums[1])
 
 
 def own_ada_sums(state: GanState, ctx: DistContext) -> None:
